@@ -1,0 +1,31 @@
+"""Shared fixtures: one tiny ZeroScope-layout model folder per session, loaded through the real path."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from videomage_core.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny_zeroscope", seed=0)
+
+
+@pytest.fixture()
+def model(tiny_model_dir):
+    """A freshly loaded tiny model (tests may add tokens and adapters)."""
+    from videomage_core.model import load_model
+
+    return load_model(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory):
+    from videomage_core.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny2") / "other", seed=1)

@@ -1,0 +1,83 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from videomage_core.artifacts import LoraArtifact, apply_artifact, load_artifact, save_artifact
+from videomage_core.errors import IncompatibleArtifactError
+from videomage_core.lora import inject_lora, lora_state_dict
+from videomage_core.model import load_model
+from videomage_core.tokens import add_token, get_token_embedding
+
+from helpers import randomize_lora_b
+
+
+def _artifact(model, kind="subject"):
+    scope = "spatial" if kind == "subject" else "temporal"
+    inject_lora(model, "x", scope, rank=4, alpha=4.0)
+    randomize_lora_b(model, "x")
+    add_token(model, "<toy>", init_word="toy")
+    return LoraArtifact(kind=kind, scope=scope, rank=4, alpha=4.0, lora=lora_state_dict(model, "x"),
+                        tokens={"<toy>": get_token_embedding(model, "<toy>") + 0.5},
+                        superclasses={"<toy>": "toy"}, base_fingerprint=model.fingerprint,
+                        train_args={"steps": 3}, losses=[0.5, 0.25],
+                        reference_latents=torch.randn(1, 4, 3, 8, 8) if kind == "motion" else None)
+
+
+@pytest.mark.parametrize("kind", ["subject", "motion"])
+def test_save_load_round_trip_is_bit_exact(model, tmp_path, kind):
+    art = _artifact(model, kind)
+    path = save_artifact(art, tmp_path / "a.safetensors")
+    back = load_artifact(path, kind)
+    assert back.lora.keys() == art.lora.keys()
+    assert all(torch.equal(back.lora[k], art.lora[k]) for k in art.lora)
+    assert torch.equal(back.tokens["<toy>"], art.tokens["<toy>"])
+    assert back.metadata() == art.metadata()
+    if kind == "motion":
+        assert torch.equal(back.reference_latents, art.reference_latents)
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file may stay behind"
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        assert all(k.startswith(("unet.", "text_encoder.token.", "reference.")) for k in f.keys())
+    info = json.loads(meta["videomage"])
+    for field in ("kind", "rank", "alpha", "scope", "tokens", "superclasses", "base_fingerprint",
+                  "train_args", "version"):
+        assert field in info
+    assert json.loads(meta["lora_config"])["r"] == 4
+
+
+def test_applied_artifact_restores_weights_and_tokens(model, tiny_model_dir, tmp_path):
+    art = _artifact(model)
+    path = save_artifact(art, tmp_path / "a.safetensors")
+    fresh = load_model(tiny_model_dir)
+    apply_artifact(fresh, load_artifact(path), "loaded")
+    state = lora_state_dict(fresh, "loaded")
+    assert all(torch.equal(state[k], art.lora[k]) for k in art.lora)
+    assert torch.equal(get_token_embedding(fresh, "<toy>"), art.tokens["<toy>"])
+
+
+def test_file_for_another_base_model_is_refused(model, other_model_dir, tmp_path):
+    path = save_artifact(_artifact(model), tmp_path / "a.safetensors")
+    other = load_model(other_model_dir)
+    with pytest.raises(IncompatibleArtifactError, match="another base model"):
+        apply_artifact(other, load_artifact(path), "x")
+
+
+def test_bad_files_give_clear_errors(model, tmp_path):
+    path = save_artifact(_artifact(model), tmp_path / "a.safetensors")
+    data = path.read_bytes()
+    (tmp_path / "trunc.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(IncompatibleArtifactError, match="not a readable safetensors"):
+        load_artifact(tmp_path / "trunc.safetensors")
+    (tmp_path / "text.safetensors").write_text("hello, not a tensor file")
+    with pytest.raises(IncompatibleArtifactError, match="not a readable safetensors"):
+        load_artifact(tmp_path / "text.safetensors")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(IncompatibleArtifactError, match="not a VideoMage"):
+        load_artifact(tmp_path / "plain.safetensors")
+    with pytest.raises(IncompatibleArtifactError, match="no file"):
+        load_artifact(tmp_path / "missing.safetensors")
+    with pytest.raises(IncompatibleArtifactError, match="expected a motion"):
+        load_artifact(path, "motion")

@@ -1,0 +1,214 @@
+"""``python -m videomage_core``: tiny-model, train-subject, train-motion, fuse, sample, demo."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import IncompatibleArtifactError, NonFiniteLossError, TrainingCancelled, VideoMageInputError
+
+
+def terminal_progress(info) -> None:
+    """Print one updating line per stage: ``[subject] 120/300 loss 0.1234``."""
+    parts = " ".join(f"{k} {v:.4f}" for k, v in info.parts.items())
+    end = "\n" if info.step == info.total else ""
+    print(f"\r[{info.stage}] {info.step}/{info.total} loss {info.loss:.4f} {parts}   ", end=end, flush=True)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 576x320, got '{text}'") from exc
+    return w, h
+
+
+def _model_args(p):
+    p.add_argument("--model", required=True, help="diffusers folder of a ZeroScope-layout model")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_size, default=(576, 320), help="WIDTHxHEIGHT, multiples of 8")
+
+
+def _train_args(p, steps=300):
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--rank", type=int, default=4)
+    p.add_argument("--lr-lora", type=float, default=1e-4)
+    p.add_argument("--checkpoint", help="checkpoint file to resume from / write to")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m videomage_core",
+                                     description="VideoMage: multi-subject and motion customization "
+                                                 "of text-to-video diffusion models")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tiny-model", help="build a tiny random ZeroScope-layout model folder")
+    p.add_argument("folder")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train-subject", help="learn a subject (token + spatial LoRA) from 3-5 images")
+    _model_args(p)
+    _train_args(p)
+    p.add_argument("--images", nargs="+", required=True, help="image files or a folder (alpha = mask)")
+    p.add_argument("--token", required=True, help="new token, e.g. '<my_toy>'")
+    p.add_argument("--superclass", required=True, help="its class word, e.g. 'toy'")
+    p.add_argument("--lr-token", type=float, default=1e-3)
+    p.add_argument("--lambda1", type=float, default=0.25)
+    p.add_argument("--aux-video", nargs=2, action="append", metavar=("VIDEO", "CAPTION"),
+                   help="auxiliary video + caption for L_reg (repeatable); default: prior videos")
+    p.add_argument("--cache-dir", default="outputs/cache")
+
+    p = sub.add_parser("train-motion", help="learn a motion (temporal LoRA) from a reference video")
+    _model_args(p)
+    _train_args(p)
+    p.add_argument("--video", required=True, help="folder of frames or animated GIF/WEBP")
+    p.add_argument("--prompt", required=True, help="motion prompt, e.g. 'a person riding a horse'")
+    p.add_argument("--subjects", required=True, help="reference subjects' words, e.g. 'person,horse'")
+    p.add_argument("--masks", nargs="*", help="one mask image per subject for the chosen frame")
+    p.add_argument("--frame-index", type=int)
+    p.add_argument("--omega", type=float, default=0.5)
+    p.add_argument("--inversion-steps", type=int, default=300)
+    p.add_argument("--lr-token", type=float, default=1e-3)
+
+    p = sub.add_parser("fuse", help="fuse 2+ subjects into one LoRA (L_fusion + lambda2 L_attn)")
+    _model_args(p)
+    _train_args(p)
+    p.add_argument("--subject", action="append", required=True, help="subject .safetensors (2+)")
+    p.add_argument("--lambda2", type=float, default=0.6)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--generation-steps", type=int, default=25)
+    p.add_argument("--cache-dir", default="outputs/cache")
+
+    p = sub.add_parser("sample", help="generate a video with SCS (or w/o SCS)")
+    _model_args(p)
+    p.add_argument("--subject", required=True, help="(fused) subject .safetensors")
+    p.add_argument("--motion", help="motion .safetensors (required for SCS)")
+    p.add_argument("--prompt", required=True, help="prompt with the tokens, e.g. 'A <toy> rides a <dog>'")
+    p.add_argument("--mode", default="scs", choices=["scs", "wo_scs"])
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--cfg", type=float, default=9.0)
+    p.add_argument("--tau", type=int, default=15)
+    p.add_argument("--alpha", type=float, default=1e4)
+    p.add_argument("--beta-s", type=float, default=0.5)
+    p.add_argument("--beta-m", type=float, default=0.5)
+    p.add_argument("--noise-prior-beta", type=float, default=0.3)
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--out", required=True, help="output .webp or .gif")
+
+    p = sub.add_parser("demo", help="the whole pipeline on built-in inputs (no download)")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--scale", default="demo", choices=["demo", "test"],
+                   help="'test' runs in seconds (tiny steps); 'demo' takes a few minutes")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _load(args):
+    from .model import load_model
+
+    return load_model(args.model, args.dtype, args.device)
+
+
+def run(args) -> int:
+    from . import artifacts
+
+    if args.command == "tiny-model":
+        from .tiny import build_tiny_model
+
+        print(build_tiny_model(args.folder, seed=args.seed))
+        return 0
+    if args.command == "demo":
+        from .demo import run_demo
+
+        report = run_demo(args.out, scale=args.scale, seed=args.seed, callback=terminal_progress)
+        print(f"wrote {args.out} ({report['timings']['total']:.1f} s)")
+        return 0
+    width, height = args.size
+    if args.command == "train-subject":
+        from .data import load_image_files
+        from .subject import SubjectSettings, train_subject
+        from .video_io import load_video
+
+        images, masks = load_image_files(args.images, "--images")
+        model = _load(args)
+        aux = [(load_video(v, "--aux-video"), c) for v, c in (args.aux_video or [])]
+        settings = SubjectSettings(token=args.token, superclass=args.superclass, steps=args.steps,
+                                   rank=args.rank, lr_lora=args.lr_lora, lr_token=args.lr_token,
+                                   lambda1=args.lambda1, seed=args.seed, height=height, width=width,
+                                   gradient_checkpointing=args.gradient_checkpointing)
+        art = train_subject(model, images, settings, masks=masks, aux_videos=aux or None,
+                            callback=terminal_progress, checkpoint_path=args.checkpoint,
+                            cache_dir=args.cache_dir)
+    elif args.command == "train-motion":
+        from .data import load_image_files
+        from .motion import MotionSettings, train_motion
+        from .video_io import load_video
+
+        video = load_video(args.video, "--video")
+        masks = None
+        if args.masks:
+            m_imgs, alpha = load_image_files(args.masks, "--masks")
+            masks = alpha if alpha is not None else m_imgs.mean(-1)
+        model = _load(args)
+        settings = MotionSettings(motion_prompt=args.prompt,
+                                  reference_words=tuple(w.strip() for w in args.subjects.split(",")),
+                                  omega=args.omega, steps=args.steps, inversion_steps=args.inversion_steps,
+                                  rank=args.rank, lr_lora=args.lr_lora, lr_token=args.lr_token,
+                                  seed=args.seed, height=height, width=width, frame_index=args.frame_index,
+                                  gradient_checkpointing=args.gradient_checkpointing)
+        art = train_motion(model, video, settings, masks=masks, callback=terminal_progress,
+                           checkpoint_path=args.checkpoint)
+    elif args.command == "fuse":
+        from .fusion import FusionSettings, fuse_subjects
+
+        subjects = [artifacts.load_artifact(p, "subject", "--subject") for p in args.subject]
+        model = _load(args)
+        settings = FusionSettings(steps=args.steps, lambda2=args.lambda2, lr_lora=args.lr_lora,
+                                  seed=args.seed, frames=args.frames, height=height, width=width,
+                                  generation_steps=args.generation_steps,
+                                  gradient_checkpointing=args.gradient_checkpointing)
+        art = fuse_subjects(model, subjects, settings, callback=terminal_progress,
+                            checkpoint_path=args.checkpoint, cache_dir=args.cache_dir)
+    elif args.command == "sample":
+        from .pipeline import generate_video
+        from .sampling import SampleSettings, SCSSettings
+        from .video_io import save_animation
+
+        subject = artifacts.load_artifact(args.subject, "subject", "--subject")
+        motion = artifacts.load_artifact(args.motion, "motion", "--motion") if args.motion else None
+        model = _load(args)
+        settings = SampleSettings(frames=args.frames, height=height, width=width, steps=args.steps,
+                                  cfg=args.cfg, seed=args.seed)
+        scs = SCSSettings(tau=args.tau, alpha0=args.alpha, beta_s=args.beta_s, beta_m=args.beta_m)
+        frames = generate_video(model, subject, motion, args.prompt, settings, mode=args.mode, scs=scs,
+                                noise_prior_beta=args.noise_prior_beta, callback=terminal_progress)
+        print(save_animation(frames, args.out, fps=args.fps))
+        return 0
+    print(artifacts.save_artifact(art, args.out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        code = run(args)
+    except (VideoMageInputError, IncompatibleArtifactError, NonFiniteLossError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, TrainingCancelled):
+        print("\ncancelled: nothing was written", file=sys.stderr)
+        return 130
+    if args.command != "tiny-model":
+        print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

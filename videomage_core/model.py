@@ -1,0 +1,106 @@
+"""Load a ZeroScope / ModelScope-layout diffusers folder, offline, into one :class:`VideoMageModel`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import VideoMageInputError, require
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+@dataclass(eq=False)
+class VideoMageModel:
+    """The frozen base model plus what customization adds to it (tokens, LoRA adapters)."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    path: str
+    fingerprint: str
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+    adapters: dict = field(default_factory=dict)  # adapter name -> {"scope", "rank", "alpha"}
+
+    def __repr__(self) -> str:
+        return (f"VideoMageModel({Path(self.path).name}, {str(self.dtype).replace('torch.', '')}, "
+                f"{self.device}, adapters={sorted(self.adapters)})")
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_scaling(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+
+def model_fingerprint(unet: torch.nn.Module, text_encoder: torch.nn.Module) -> str:
+    """Short hash of the base model's configs and a few of its weights (cheap even at full size)."""
+    h = hashlib.sha256()
+    h.update(json.dumps(dict(unet.config), sort_keys=True, default=str).encode())
+    h.update(json.dumps(text_encoder.config.to_dict(), sort_keys=True, default=str).encode())
+    for tensor in (unet.conv_in.weight, unet.conv_out.weight,
+                   text_encoder.get_input_embeddings().weight[:64]):
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_model_folder(path: str | os.PathLike, input_name: str = "model_path") -> Path:
+    """Raise a clear error unless ``path`` is a diffusers folder with every component we need."""
+    folder = Path(path)
+    require(folder.is_dir(), input_name, f"no model folder at '{path}' (expected a diffusers "
+            "folder with model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+    require((folder / "model_index.json").is_file(), input_name,
+            f"'{path}' has no model_index.json: it is not a diffusers model folder")
+    missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
+    require(not missing, input_name, f"'{path}' lacks the sub-folders {missing}")
+    return folder
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    require(dtype in DTYPES, "dtype", f"expected one of {sorted(DTYPES)}, got '{dtype}'")
+    return DTYPES[dtype]
+
+
+def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "fp32",
+               device: str | torch.device = "cpu") -> VideoMageModel:
+    """Load unet, vae, text_encoder, tokenizer and scheduler from a local diffusers folder.
+
+    Nothing is downloaded. The VAE stays in fp32 when ``dtype`` is fp16 (its decoder overflows in
+    fp16), the others take ``dtype``. Every module is frozen and in eval mode.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = check_model_folder(path)
+    torch_dtype = resolve_dtype(dtype)
+    device = torch.device(device)
+    try:
+        unet = UNet3DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch_dtype,
+                                                    local_files_only=True)
+        vae_dtype = torch.float32 if torch_dtype == torch.float16 else torch_dtype
+        vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=vae_dtype, local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch_dtype,
+                                                     local_files_only=True)
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+        scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise VideoMageInputError("model_path", f"could not load '{path}' as a ZeroScope-layout "
+                                  f"diffusers folder: {exc}") from exc
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False).eval().to(device)
+    fingerprint = model_fingerprint(unet, text_encoder)
+    return VideoMageModel(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                          scheduler=scheduler, path=str(folder), fingerprint=fingerprint,
+                          device=device, dtype=torch_dtype)

@@ -1,0 +1,168 @@
+"""Appearance-agnostic motion learning (``method.md`` section 2).
+
+Step 1: textual inversion of the reference subjects on one frame (one token each, cropped with the
+user's masks, or the whole frame when none). Step 2: a temporal LoRA trained towards
+``eps_apfree = (1 + omega) eps - omega eps_theta(x_t, c_ap, t)`` with the frozen base model and
+``c_ap = "A static video of <ref1> and <ref2>."``; ``omega = 0`` is the plain loss (w/o L_mot).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .artifacts import LoraArtifact
+from .checkpointing import set_gradient_checkpointing
+from .data import check_masks, check_size, check_video, crop_to_mask, fit_to_size, mask_to_latent
+from .diffusion import add_noise, encode_prompts, encode_video, predict_noise, randn, sample_timesteps
+from .errors import require
+from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
+from .losses import appearance_free_target, motion_loss, subject_loss
+from .tokens import add_token, get_token_embedding, token_parameters
+from .training import ParamGroup, run_training
+
+APPEARANCE_TEMPLATE = "A static video of {subjects}."
+
+
+@dataclass
+class MotionSettings:
+    """Paper defaults: rank 4, 300 steps, lr 1e-4 (LoRA) / 1e-3 (tokens), omega 0.5."""
+
+    motion_prompt: str = ""
+    reference_words: tuple = ()
+    omega: float = 0.5
+    steps: int = 300
+    inversion_steps: int = 300
+    rank: int = 4
+    alpha: float | None = None
+    lr_lora: float = 1e-4
+    lr_token: float = 1e-3
+    seed: int = 0
+    height: int = 320
+    width: int = 576
+    frames: int | None = None  # None: every frame of the reference video
+    frame_index: int | None = None  # frame for the textual inversion; None: the middle one
+    appearance_template: str = APPEARANCE_TEMPLATE
+    gradient_checkpointing: bool = False
+
+
+def appearance_prompt(tokens: list[str], template: str = APPEARANCE_TEMPLATE) -> str:
+    """``c_ap``: "A static video of <ref1> and <ref2>." (the paper's best template, Table 3c)."""
+    subjects = tokens[0] if len(tokens) == 1 else ", ".join(tokens[:-1]) + " and " + tokens[-1]
+    return template.format(subjects=subjects)
+
+
+def reference_tokens(video: torch.Tensor, words, seed: int) -> list[str]:
+    """Unique tokens for the reference subjects of this video (e.g. ``<ref1_3fa2c1>``)."""
+    digest = hashlib.sha256(video.float().mul(255).round().to(torch.uint8).numpy().tobytes()
+                            + f"{list(words)}{seed}".encode()).hexdigest()[:6]
+    return [f"<ref{i + 1}_{digest}>" for i in range(len(words))]
+
+
+def _reference_crops(frame, masks, n, height, width):
+    """One (image, loss mask) per reference subject: a crop around its mask, or the whole frame."""
+    crops, weights = [], []
+    for i in range(n):
+        if masks is None:
+            img, _ = fit_to_size(frame[None], height, width)
+            crops.append(img[0])
+            weights.append(torch.ones(height, width))
+        else:
+            img, m = crop_to_mask(frame, masks[i], height, width)
+            crops.append(img)
+            weights.append(m)
+    return torch.stack(crops), torch.stack(weights)
+
+
+def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: torch.Tensor | None = None,
+                 callback=None, cancel=None, checkpoint_path=None, stop_after: int | None = None) -> LoraArtifact:
+    """Learn a motion from one reference video. ``masks``: one mask per reference subject for the
+    chosen frame (``[N, H, W]``), optional. Returns the artifact; the model is left as it was.
+    ``stop_after`` interrupts the LoRA stage after that many steps (resumable from the checkpoint).
+    """
+    video = check_video(video, "video")
+    check_size(settings.width, settings.height)
+    words = [w.strip() for w in settings.reference_words if w and w.strip()]
+    require(len(words) >= 1, "reference_words", "name the reference video's subjects (e.g. 'person, horse')")
+    require(bool(settings.motion_prompt and settings.motion_prompt.strip()), "motion_prompt",
+            "describe the motion, e.g. 'a person riding a horse'")
+    require(settings.steps >= 1 and settings.inversion_steps >= 0, "steps", "expected steps >= 1")
+    index = video.shape[0] // 2 if settings.frame_index is None else settings.frame_index
+    require(0 <= index < video.shape[0], "frame_index", f"expected 0..{video.shape[0] - 1}, got {index}")
+    frame = video[index]
+    if masks is not None:
+        masks = check_masks(masks, frame[None].expand(len(words), -1, -1, -1), "masks", "reference frame")
+    frames = video if settings.frames is None else video[: settings.frames]
+    check_video(frames, "frames")
+    clip, _ = fit_to_size(frames, settings.height, settings.width)
+    x_video = encode_video(model, clip)
+    gen = torch.Generator().manual_seed(int(settings.seed))
+
+    # Step 1: textual inversion of the reference subjects on one frame.
+    tokens = reference_tokens(video, words, settings.seed)
+    for tok, word in zip(tokens, words):
+        add_token(model, tok, init_word=word)
+    crops, weights = _reference_crops(frame, masks, len(words), settings.height, settings.width)
+    x_crops = torch.cat([encode_video(model, crops[i:i + 1]) for i in range(len(words))])
+    w_lat = mask_to_latent(weights, x_crops.shape[-2:]).to(model.device)
+    ti_prompts = [f"A {t}" for t in tokens]
+    ti_losses = []
+    if settings.inversion_steps > 0:
+        def ti_step(step):
+            noise = randn(x_crops.shape, gen, model)
+            t = sample_timesteps(model, x_crops.shape[0], gen)
+            pred = predict_noise(model, add_noise(model, x_crops, noise, t), t, encode_prompts(model, ti_prompts))
+            loss = subject_loss(pred, noise, w_lat)
+            return loss, {"L_ti": loss.detach()}
+
+        with adapters_active(model, []):
+            ti = run_training("motion_inversion", settings.inversion_steps,
+                              [ParamGroup("token", token_parameters(model, tokens), settings.lr_token)],
+                              ti_step, gen, callback, cancel,
+                              checkpoint_path and f"{checkpoint_path}.inversion")
+        ti_losses = ti.losses
+
+    # Step 2: the temporal LoRA with the appearance-free target.
+    c_ap = appearance_prompt(tokens, settings.appearance_template)
+    text_m = encode_prompts(model, [settings.motion_prompt])
+    with torch.no_grad():
+        text_ap = encode_prompts(model, [c_ap])
+    adapter = "train_motion"
+    inject_lora(model, adapter, "temporal", settings.rank, settings.alpha, seed=settings.seed)
+    set_gradient_checkpointing(model.unet, settings.gradient_checkpointing)
+    try:
+        def step_fn(step):
+            noise = randn(x_video.shape, gen, model)
+            t = sample_timesteps(model, 1, gen)
+            x_t = add_noise(model, x_video, noise, t)
+            eps_ap = None
+            if settings.omega != 0:
+                with torch.no_grad(), adapters_active(model, []):
+                    eps_ap = predict_noise(model, x_t, t, text_ap)
+            target = appearance_free_target(noise, eps_ap, settings.omega)
+            with adapters_active(model, [adapter]):
+                pred = predict_noise(model, x_t, t, text_m)
+            loss = motion_loss(pred, target)
+            return loss, {"L_mot": loss.detach()}
+
+        params = trainable_lora_parameters(model, adapter)
+        result = run_training("motion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
+                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after)
+        artifact = LoraArtifact(
+            kind="motion", scope="temporal", rank=settings.rank, alpha=model.adapters[adapter]["alpha"],
+            lora=lora_state_dict(model, adapter),
+            tokens={t: get_token_embedding(model, t) for t in tokens},
+            superclasses=dict(zip(tokens, words)), base_fingerprint=model.fingerprint,
+            train_args={**asdict(settings), "reference_frames": int(video.shape[0]),
+                        "masks": masks is not None, "resumed_from": result.resumed_from,
+                        "seconds": round(result.seconds, 3)},
+            losses=result.losses,
+            info={"motion_prompt": settings.motion_prompt, "appearance_prompt": c_ap,
+                  "inversion_losses": [round(x, 6) for x in ti_losses],
+                  "whole_frame_inversion": masks is None},
+            reference_latents=x_video.detach().float().cpu())
+    finally:
+        set_gradient_checkpointing(model.unet, False)
+        delete_lora(model, adapter)
+    return artifact

@@ -1,0 +1,731 @@
+"""ShapesWorld: procedural videos of coloured shapes with captions and exact ground truth.
+
+A stand-in world for ZeroScope where no pretrained weights exist: a tiny text-to-video model can
+be pretrained on these clips, then customized (subjects, motions) and measured exactly with
+:mod:`videomage_core.shapesworld.measures`. numpy only; deterministic from a
+``numpy.random.Generator``; about 2 ms per 8x64x64 clip on a busy 2-core CPU.
+
+Conventions
+-----------
+- Frames are ``float32 [F, H, W, 3]`` in 0..1 (``uint8`` on request). Coordinates are ``(x, y)``
+  in pixels, pixel ``i`` covering ``[i - 0.5, i + 0.5]``; ``y`` grows downwards.
+- Sizes in :class:`ObjectSpec` are fractions of ``min(H, W)`` (the object's circumradius), so a
+  spec renders the same at any resolution. Speeds and geometry scale with ``u = min(H, W) / 64``.
+  Single-object speeds are per frame; interactions are defined over the whole clip (s = 0..1), so
+  their per-frame speed falls as F grows.
+- Every shape lies inside the disc of its circumradius; two-object trajectories keep the discs
+  at least ``3 u`` apart, so objects never touch or overlap in generated clips.
+
+World
+-----
+- Shapes (drawable): circle, square, triangle, diamond, star, ring, cross; unrotated. Radius
+  7-11 u px for one object, 6.5-8.5 u px in two-object clips.
+- Hue: continuous HSV hue in degrees; saturation 0.8-1, value 0.88-1 (objects are bright and
+  saturated). Texture (object-attached, period ``6 u`` px): plain, stripes (vertical), dots,
+  checker; the second tone of a texture is a pale tint of the same hue and value (saturation x0.3),
+  so texture never changes the hue nor the brightness.
+- Background: dark (value <= 0.22), weakly tinted, lightly patterned (flat, gradient, blobs,
+  weave), static. Objects are composited with a coverage->alpha map that jumps at coverage 0.5,
+  so ``max(rgb) > SEGMENT_THRESHOLD`` is *exactly* the set of pixels at least half covered by an
+  object: segmentation of ground-truth clips is exact (anti-aliased edges nonetheless).
+
+Vocabulary (what captions may name)
+-----------------------------------
+- Colours: ``red`` (0 deg), ``yellow`` (60), ``green`` (120), ``blue`` (240) are named. A hue within
+  ``NAMED_HUE_TOLERANCE`` (12 deg) of one of them is named; the sampler draws named hues within
+  +-8 deg and unnamed hues at least 25 deg away from every named one (orange, lime, cyan, azure,
+  purple, magenta, pink...). Unnamed hues are drawable but never spoken.
+- Shapes: ``circle``, ``square``, ``triangle`` are named; diamond, star, ring, cross are drawable
+  but unnamed and are called ``shape`` (the superclass word, :data:`SUPERCLASS`).
+- Textures and sizes are never named: they are pure appearance, the part of a subject's identity
+  that only subject customization (token + LoRA) can carry.
+- Noun phrase: ``a [colour] (shape-name | shape)``: purple circle -> "a circle", red star ->
+  "a red shape", purple star -> "a shape". A second object with the same noun phrase is
+  "another ...".
+- Single-object motions (:data:`DIRECTIONS`): ``"{np} moving left|right|up|down"`` and
+  ``"{np} standing still"``; speed 3-5 px/frame at 64 px (capped so the object stays in frame).
+- Two-object interactions (:data:`INTERACTIONS`), object A is named first:
+
+  ==========  ==========================================  ====================================
+  name        caption                                     trajectory (s = t / (F - 1))
+  ==========  ==========================================  ====================================
+  approach    "{A} and {B} approach each other"           on one axis (horizontal or vertical),
+                                                          both move to the midpoint at equal
+                                                          speed; the distance shrinks by 22-34
+                                                          u px (less if the frame is tight) to
+                                                          a 3-5 u px gap between the discs
+  move_apart  "{A} and {B} move apart"                    approach reversed in time
+  chase       "{A} chases {B}"                            same axis and direction; A behind B
+                                                          and faster: B moves 12-24 u px, A
+                                                          8-14 u px more, ending 3-6 u px apart
+  orbit       "{A} orbits {B}"                            B still; A on a circle around B, radius
+                                                          = rA + rB + 4..8 u, sweep 240-320 deg
+  jump_over   "{A} jumps over {B}"                        B still on the ground; A from one side
+                                                          to the other on a parabola over B
+                                                          (x linear, y = ground - h 4s(1-s),
+                                                          h >= 2 rB + 4u); horizontal only
+  swap        "{A} and {B} swap places"                   both move on two half ellipses about
+                                                          their midpoint (A over, B under;
+                                                          half-axes D >= 12u along, E across,
+                                                          2E >= rA + rB + 3u): A - B turns by
+                                                          180 deg; horizontal or vertical
+  ==========  ==========================================  ====================================
+
+- Split: :data:`HELD_OUT_INTERACTIONS` = ("orbit", "jump_over", "swap") never appear in
+  pretraining samples (:func:`sample_pretraining_clip`: 60 % single-object clips, 40 %
+  approach / move_apart / chase); they are the motions a user teaches
+  from one reference clip. Pretraining sees single-object motions and approach / move_apart /
+  chase, so it knows two-object scenes and relative motion but not these three patterns.
+
+Ground truth per clip (:class:`Clip`): frames, per-object visible masks ``[N, F, H, W]``,
+mask centroids ``[N, F, 2]``, exact rendered centres ``[N, F, 2]``, object identities
+(:class:`ObjectSpec`), the motion label and the caption.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+
+# --------------------------------------------------------------------------- vocabulary
+
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "ring", "cross")
+NAMED_SHAPES = ("circle", "square", "triangle")
+TEXTURES = ("plain", "stripes", "dots", "checker")
+TEXTURE_PROBS = (0.4, 0.2, 0.2, 0.2)
+NAMED_COLOURS = {"red": 0.0, "yellow": 60.0, "green": 120.0, "blue": 240.0}
+# Reference hues for reporting only (unnamed ones never appear in captions).
+PALETTE = {"red": 0.0, "orange": 30.0, "yellow": 60.0, "lime": 90.0, "green": 120.0,
+           "cyan": 180.0, "blue": 240.0, "purple": 280.0, "pink": 320.0}
+NAMED_HUE_TOLERANCE = 12.0   # a hue this close to a named centre is named in captions
+NAMED_HUE_JITTER = 8.0       # the sampler's spread around a named centre
+UNNAMED_HUE_MARGIN = 25.0    # sampled unnamed hues stay this far from every named centre
+SUPERCLASS = "shape"
+
+DIRECTIONS = ("left", "right", "up", "down", "still")
+INTERACTIONS = ("approach", "move_apart", "chase", "orbit", "jump_over", "swap")
+HELD_OUT_INTERACTIONS = ("orbit", "jump_over", "swap")
+PRETRAIN_INTERACTIONS = tuple(i for i in INTERACTIONS if i not in HELD_OUT_INTERACTIONS)
+SYMMETRIC_INTERACTIONS = ("approach", "move_apart", "swap")   # A and B play the same role
+
+_INTERACTION_TEMPLATES = {
+    "approach": "{a} and {b} approach each other",
+    "move_apart": "{a} and {b} move apart",
+    "chase": "{a} chases {b}",
+    "orbit": "{a} orbits {b}",
+    "jump_over": "{a} jumps over {b}",
+    "swap": "{a} and {b} swap places",
+}
+
+#: Every word a caption can contain (for building a tokenizer).
+VOCABULARY = tuple(sorted(
+    {"a", "another", "and", "moving", "standing", "still", "left", "right", "up", "down",
+     SUPERCLASS, *NAMED_SHAPES, *NAMED_COLOURS}
+    | {w for t in _INTERACTION_TEMPLATES.values() for w in t.split() if not w.startswith("{")}))
+
+# --------------------------------------------------------------------------- rendering constants
+
+SUPERSAMPLE = 4
+SEGMENT_THRESHOLD = 0.485   # max(rgb) above this is object; see module docstring
+BG_MAX_VALUE = 0.22
+OBJ_MIN_VALUE = 0.85
+PALE_SATURATION = 0.3       # texture's second tone: saturation x this
+TEXTURE_PERIOD = 6.0        # px at 64 px
+SINGLE_SIZE = (7 / 64, 11 / 64)
+PAIR_SIZE = (6.5 / 64, 8.5 / 64)
+SPEED = (3.0, 5.0)          # px per frame at 64 px
+BACKGROUND_PATTERNS = ("flat", "gradient", "blobs", "weave")
+
+
+def hue_distance(a, b):
+    """Circular distance between hues in degrees (0..180); broadcasts."""
+    d = np.abs((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) % 360.0)
+    return np.minimum(d, 360.0 - d)
+
+
+def colour_word(hue: float) -> str | None:
+    """The caption word for a hue, or None when the hue is not named."""
+    for name, centre in NAMED_COLOURS.items():
+        if hue_distance(hue, centre) <= NAMED_HUE_TOLERANCE:
+            return name
+    return None
+
+
+def shape_word(shape: str) -> str:
+    return shape if shape in NAMED_SHAPES else SUPERCLASS
+
+
+def hsv_to_rgb(h, s, v) -> np.ndarray:
+    """HSV (hue in degrees, s and v in 0..1) to RGB; broadcasts, returns [..., 3]."""
+    h = np.asarray(h, dtype=np.float64) % 360.0 / 60.0
+    s = np.asarray(s, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    k = (np.array([5.0, 3.0, 1.0]) + h[..., None]) % 6.0
+    return v[..., None] - (v * s)[..., None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """Identity of one object. ``size`` is the circumradius as a fraction of min(H, W)."""
+
+    shape: str
+    hue: float
+    texture: str = "plain"
+    size: float = 8 / 64
+    saturation: float = 0.9
+    value: float = 0.95
+
+    def __post_init__(self):
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown shape {self.shape!r}; one of {SHAPES}")
+        if self.texture not in TEXTURES:
+            raise ValueError(f"unknown texture {self.texture!r}; one of {TEXTURES}")
+        if not (OBJ_MIN_VALUE <= self.value <= 1.0) or not (0.5 <= self.saturation <= 1.0):
+            raise ValueError("objects must be bright and saturated: value >= 0.85, saturation >= 0.5")
+        object.__setattr__(self, "hue", float(self.hue) % 360.0)
+
+    @property
+    def colour_word(self) -> str | None:
+        return colour_word(self.hue)
+
+    @property
+    def noun_phrase(self) -> str:
+        words = ["a"] + ([self.colour_word] if self.colour_word else []) + [shape_word(self.shape)]
+        return " ".join(words)
+
+    def radius_px(self, height: int, width: int) -> float:
+        return self.size * min(height, width)
+
+
+@dataclass(frozen=True)
+class BackgroundSpec:
+    hue: float = 220.0
+    saturation: float = 0.4
+    value: float = 0.1
+    pattern: str = "flat"
+    amplitude: float = 0.0
+    angle: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class ClipSpec:
+    """Everything needed to render a clip: ``render_clip(spec)`` is a pure function.
+
+    ``paths`` are snapped to sub-sample centres (1/4 px), where rendering is exact."""
+
+    objects: tuple[ObjectSpec, ...]
+    paths: np.ndarray           # [N, F, 2] object centres (x, y) in px
+    motion: str                 # a direction (one object) or an interaction name (two)
+    background: BackgroundSpec = field(default_factory=BackgroundSpec)
+    height: int = 64
+    width: int = 64
+
+    def __post_init__(self):
+        self.objects = tuple(self.objects)
+        self.paths = _quantize(np.asarray(self.paths, dtype=np.float64).reshape(len(self.objects), -1, 2))
+        caption(self.objects, self.motion)          # validates the motion and the object count
+
+    @property
+    def num_frames(self) -> int:
+        return self.paths.shape[1]
+
+    @property
+    def kind(self) -> str:
+        return "interaction" if self.motion in INTERACTIONS else "single"
+
+    @property
+    def caption(self) -> str:
+        return caption(self.objects, self.motion)
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray          # [F, H, W, 3] float32 0..1 (or uint8)
+    masks: np.ndarray           # [N, F, H, W] bool, visible pixels of each object
+    centroids: np.ndarray       # [N, F, 2] mask centroids (x, y); NaN where an object is hidden
+    spec: ClipSpec
+
+    @property
+    def caption(self) -> str:
+        return self.spec.caption
+
+    @property
+    def objects(self) -> tuple[ObjectSpec, ...]:
+        return self.spec.objects
+
+    @property
+    def motion(self) -> str:
+        return self.spec.motion
+
+    @property
+    def centers(self) -> np.ndarray:
+        """Exact rendered shape centres [N, F, 2] (quantized to 1/SUPERSAMPLE px)."""
+        return self.spec.paths
+
+
+@dataclass
+class SubjectImages:
+    images: np.ndarray          # [n, H, W, 3] float32
+    masks: np.ndarray           # [n, H, W] bool
+    objects: tuple[ObjectSpec, ...]   # the subject at each image's scale
+
+
+def caption(objects: Sequence[ObjectSpec], motion: str) -> str:
+    nps = [o.noun_phrase for o in objects]
+    if motion in DIRECTIONS:
+        if len(objects) != 1:
+            raise ValueError("a direction caption needs exactly one object")
+        return f"{nps[0]} standing still" if motion == "still" else f"{nps[0]} moving {motion}"
+    if motion not in INTERACTIONS:
+        raise ValueError(f"unknown motion {motion!r}")
+    if len(objects) != 2:
+        raise ValueError("an interaction caption needs exactly two objects")
+    a, b = nps
+    if b == a:
+        b = "another " + b[2:]
+    return _INTERACTION_TEMPLATES[motion].format(a=a, b=b)
+
+
+# --------------------------------------------------------------------------- geometry
+
+_STAR_INNER = 0.45
+
+
+def shape_inside(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether unit-radius coordinates (y down) lie inside ``shape``; all shapes fit the unit disc."""
+    if shape == "circle":
+        return x * x + y * y <= 1.0
+    if shape == "square":
+        return (np.abs(x) <= 0.7) & (np.abs(y) <= 0.7)
+    if shape == "diamond":
+        return np.abs(x) + np.abs(y) <= 1.0
+    if shape == "triangle":   # equilateral, apex up, circumradius 1, centroid at 0
+        return (y <= 0.5) & (y >= math.sqrt(3.0) * np.abs(x) - 1.0)
+    if shape == "ring":
+        r2 = x * x + y * y
+        return (r2 <= 1.0) & (r2 >= 0.36)
+    if shape == "cross":
+        ax, ay = np.abs(x), np.abs(y)
+        return ((ax <= 0.3) & (ay <= 0.95)) | ((ay <= 0.3) & (ax <= 0.95))
+    if shape == "star":       # five points, apex up, outer radius 1, inner 0.45
+        rho = np.hypot(x, y)
+        theta = np.degrees(np.arctan2(x, -y))     # clockwise from straight up
+        phi = np.radians(np.abs((theta + 36.0) % 72.0 - 36.0))     # angle from the nearest point
+        # boundary from P1 = (1, 0) to P2 = inner * (cos 36, sin 36) in the sector's frame
+        p2x, p2y = _STAR_INNER * math.cos(math.radians(36)), _STAR_INNER * math.sin(math.radians(36))
+        ex, ey = p2x - 1.0, p2y
+        rb = (1.0 * ey - 0.0 * ex) / (np.cos(phi) * ey - np.sin(phi) * ex)
+        return rho <= rb
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def texture_pale(texture: str, dx: np.ndarray, dy: np.ndarray, period: float) -> np.ndarray:
+    """Where the pale tone of ``texture`` lies, at px offsets from the object's centre."""
+    if texture == "plain":
+        return np.zeros(np.broadcast(dx, dy).shape, dtype=bool)
+    if texture == "stripes":
+        return np.broadcast_to(((dx / period + 0.25) % 1.0) < 0.5, np.broadcast(dx, dy).shape)
+    if texture == "dots":
+        fx = dx / period - np.round(dx / period)
+        fy = dy / period - np.round(dy / period)
+        return fx * fx + fy * fy < 0.3 ** 2
+    if texture == "checker":
+        c = period / 2.0
+        return ((np.floor(dx / c + 0.5) + np.floor(dy / c + 0.5)) % 2.0) == 0.0
+    raise ValueError(f"unknown texture {texture!r}")
+
+
+def _quantize(c: np.ndarray, ss: int = SUPERSAMPLE) -> np.ndarray:
+    """Snap coordinates to sub-sample centres (where sprites are rendered exactly)."""
+    return (np.round((c + 0.5) * ss - 0.5) + 0.5) / ss - 0.5
+
+
+def make_sprite(shape: str, radius: float, texture: str = "plain", period: float = TEXTURE_PERIOD,
+                ss: int = SUPERSAMPLE) -> np.ndarray:
+    """Sub-sample maps (inside, pale) of one object, centred on a sub-sample point.
+
+    Returned as their summed-area table: int32 [2, n + 1, n + 1] (``n`` sub-samples a side), which
+    :func:`splat` box-filters onto the pixel grid at any sub-sample offset in a few slices.
+    """
+    k = int(math.ceil(radius * ss)) + 1
+    d = np.arange(-k, k + 1, dtype=np.float64) / ss
+    dx, dy = d[None, :], d[:, None]
+    inside = shape_inside(shape, dx / radius, dy / radius)
+    pale = inside & texture_pale(texture, dx, dy, period)
+    table = np.zeros((2, 2 * k + 2, 2 * k + 2), dtype=np.int32)
+    table[:, 1:, 1:] = np.stack([inside, pale]).astype(np.int32).cumsum(axis=1).cumsum(axis=2)
+    return table
+
+
+def splat(table: np.ndarray, cx: float, cy: float, height: int, width: int, ss: int = SUPERSAMPLE):
+    """Box-filter a sprite (summed-area table from :func:`make_sprite`) centred at (cx, cy).
+
+    Returns ``(y0, y1, x0, x1, block)`` with ``block`` [C, y1 - y0, x1 - x0] the covered fraction
+    of each pixel, clipped to the frame; ``None`` when nothing lands in the frame.
+    """
+    n = table.shape[-1] - 1
+    k = n // 2
+    jx = int(round((cx + 0.5) * ss - 0.5)) - k      # frame sub-sample index of the sprite's first column
+    jy = int(round((cy + 0.5) * ss - 0.5)) - k
+    px0, py0 = jx // ss, jy // ss
+    px1, py1 = -((-(jx + n)) // ss), -((-(jy + n)) // ss)
+    x0, y0, x1, y1 = max(px0, 0), max(py0, 0), min(px1, width), min(py1, height)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    ix = np.clip(np.arange(x0, x1 + 1) * ss - jx, 0, n)
+    iy = np.clip(np.arange(y0, y1 + 1) * ss - jy, 0, n)
+    d = table[:, iy[:, None], ix[None, :]]
+    block = (d[:, 1:, 1:] - d[:, :-1, 1:] - d[:, 1:, :-1] + d[:, :-1, :-1]).astype(np.float32)
+    return y0, y1, x0, x1, block * np.float32(1.0 / (ss * ss))
+
+
+def splat_frames(table: np.ndarray, centres: np.ndarray, height: int, width: int,
+                 ss: int = SUPERSAMPLE) -> np.ndarray:
+    """:func:`splat` for a sprite at ``centres`` [F, 2]: full frames [C, F, H, W] float32."""
+    c, n = table.shape[0], table.shape[-1] - 1
+    k = n // 2
+    f = len(centres)
+    j = np.round((centres + 0.5) * ss - 0.5).astype(np.int64) - k        # [F, 2] first sub-sample
+    p0 = j // ss                                                         # first pixel (x, y)
+    npx = -((-(n + ss - 1)) // ss)                                       # pixels a window spans
+    offs = np.arange(npx + 1)
+    ix = np.clip((p0[:, 0, None] + offs) * ss - j[:, 0, None], 0, n)     # [F, npx + 1]
+    iy = np.clip((p0[:, 1, None] + offs) * ss - j[:, 1, None], 0, n)
+    d = table[:, iy[:, :, None], ix[:, None, :]]                         # [C, F, npx+1, npx+1]
+    block = (d[:, :, 1:, 1:] - d[:, :, :-1, 1:] - d[:, :, 1:, :-1] + d[:, :, :-1, :-1]).astype(np.float32)
+    block *= np.float32(1.0 / (ss * ss))
+    pad = npx
+    out = np.zeros((c, f, height + 2 * pad, width + 2 * pad), dtype=np.float32)
+    rows = np.clip(p0[:, 1, None] + offs[:-1] + pad, 0, height + 2 * pad - 1)   # far-away objects
+    cols = np.clip(p0[:, 0, None] + offs[:-1] + pad, 0, width + 2 * pad - 1)    # land in the pad
+    out[:, np.arange(f)[:, None, None], rows[:, :, None], cols[:, None, :]] = block
+    return out[:, :, pad:pad + height, pad:pad + width]
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_background(bg: BackgroundSpec, height: int, width: int) -> np.ndarray:
+    """[H, W, 3] float32 static background, max channel <= BG_MAX_VALUE."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    u, v = xx / max(width - 1, 1), yy / max(height - 1, 1)
+    if bg.pattern == "flat":
+        p = np.zeros((height, width))
+    elif bg.pattern == "gradient":
+        a = math.radians(bg.angle)
+        p = (u - 0.5) * math.cos(a) + (v - 0.5) * math.sin(a)
+        p = p / max(np.abs(p).max(), 1e-9)
+    elif bg.pattern == "blobs":
+        g = np.random.default_rng(bg.seed).uniform(-1.0, 1.0, size=(4, 4))
+        wy = np.clip(1.0 - np.abs(v[:, :1] * 3 - np.arange(4)[None, :]), 0, 1)   # [H, 4]
+        wx = np.clip(1.0 - np.abs(u[:1, :].T * 3 - np.arange(4)[None, :]), 0, 1)  # [W, 4]
+        p = wy @ g @ wx.T
+    elif bg.pattern == "weave":
+        f = 3.0 + (bg.seed % 4)
+        a = math.radians(bg.angle)
+        p = np.sin(2 * math.pi * f * (u * math.cos(a) + v * math.sin(a))) * np.sin(2 * math.pi * f * (v * math.cos(a) - u * math.sin(a)))
+    else:
+        raise ValueError(f"unknown background pattern {bg.pattern!r}")
+    val = np.clip(bg.value * (1.0 + bg.amplitude * p), 0.0, BG_MAX_VALUE)
+    return (hsv_to_rgb(bg.hue, bg.saturation, 1.0)[None, None, :] * val[..., None]).astype(np.float32)
+
+
+def render_clip(spec: ClipSpec, as_uint8: bool = False) -> Clip:
+    """Render a clip (pure function of ``spec``): frames, masks and centroids."""
+    n, f = len(spec.objects), spec.num_frames
+    h, w = spec.height, spec.width
+    unit = min(h, w) / 64.0
+    cov = np.empty((n, f, h, w), dtype=np.float32)
+    pale = np.empty((n, f, h, w), dtype=np.float32)
+    for i, obj in enumerate(spec.objects):
+        table = make_sprite(obj.shape, obj.radius_px(h, w), obj.texture, TEXTURE_PERIOD * unit)
+        cov[i], pale[i] = splat_frames(table, spec.paths[i], h, w)
+    # composite only where some object covers a pixel (elsewhere the frame is the background)
+    idx = np.flatnonzero(cov.reshape(n, -1).max(axis=0) if n > 1 else cov.reshape(-1))
+    cv, pl = cov.reshape(n, -1)[:, idx], pale.reshape(n, -1)[:, idx]
+    occ = np.ones_like(cv)          # later objects are in front: occ[i] = part not hidden by them
+    for i in range(n - 2, -1, -1):
+        occ[i] = occ[i + 1] * (1.0 - cv[i + 1])
+    union = 1.0 - np.prod(1.0 - cv, axis=0)
+    # alpha = 0.6 U below half coverage, 0.2 + 0.8 U above: the step at U = 0.5 keeps segmentation
+    # exact (see module docstring); gain = alpha / U multiplies the coverage-weighted colour
+    gain = np.where(union >= 0.5, (0.2 + 0.8 * union) / np.maximum(union, 0.5), 0.6)
+    keep_bg = 1.0 - gain * union
+    col_sat = np.stack([hsv_to_rgb(o.hue, o.saturation, o.value) for o in spec.objects])
+    col_pale = np.stack([hsv_to_rgb(o.hue, o.saturation * PALE_SATURATION, o.value) for o in spec.objects])
+    bg = render_background(spec.background, h, w)
+    obj_rgb = gain[:, None] * ((occ * (cv - pl)).T @ col_sat + (occ * pl).T @ col_pale) \
+        + keep_bg[:, None] * bg.reshape(-1, 3)[idx % (h * w)]
+    np.clip(obj_rgb, 0.0, 1.0, out=obj_rgb)
+    if as_uint8:
+        bg = np.round(bg * 255.0).astype(np.uint8)
+        obj_rgb = np.round(obj_rgb * 255.0).astype(np.uint8)
+    frames = np.empty((f, h, w, 3), dtype=np.uint8 if as_uint8 else np.float32)
+    frames[:] = bg
+    frames.reshape(-1, 3)[idx] = obj_rgb
+    thr = SEGMENT_THRESHOLD * (255.0 if as_uint8 else 1.0)
+    on = obj_rgb.max(axis=1) > thr              # the background never exceeds the threshold
+    if n == 1:
+        masks = np.zeros(f * h * w, dtype=bool)
+        masks[idx[on]] = True
+    else:
+        owner = np.argmax(cv * occ, axis=0)
+        masks = np.zeros((n, f * h * w), dtype=bool)
+        masks[owner[on], idx[on]] = True
+    masks = masks.reshape(n, f, h, w)
+    return Clip(frames=frames, masks=masks, centroids=mask_centroids(masks), spec=spec)
+
+
+def mask_centroids(masks: np.ndarray) -> np.ndarray:
+    """Centroids (x, y) of boolean masks [..., H, W] -> [..., 2]; NaN for empty masks."""
+    h, w = masks.shape[-2:]
+    area = masks.sum(axis=(-2, -1)).astype(np.float64)
+    cx = (masks.sum(axis=-2) * np.arange(w)).sum(axis=-1)
+    cy = (masks.sum(axis=-1) * np.arange(h)).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.stack([cx / area, cy / area], axis=-1)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_hue(rng: np.random.Generator, named: bool) -> float:
+    if named:
+        centre = list(NAMED_COLOURS.values())[rng.integers(len(NAMED_COLOURS))]
+        return float((centre + rng.uniform(-NAMED_HUE_JITTER, NAMED_HUE_JITTER)) % 360.0)
+    while True:
+        h = float(rng.uniform(0.0, 360.0))
+        if hue_distance(h, list(NAMED_COLOURS.values())).min() >= UNNAMED_HUE_MARGIN:
+            return h
+
+
+def sample_object(rng: np.random.Generator, *, named_colour: bool | None = None, shape: str | None = None,
+                  texture: str | None = None, size_range=SINGLE_SIZE, avoid_hue: float | None = None,
+                  min_hue_gap: float = 60.0) -> ObjectSpec:
+    """A random object. ``named_colour=None`` picks named/unnamed with even odds."""
+    if named_colour is None:
+        named_colour = bool(rng.random() < 0.5)
+    while True:
+        hue = sample_hue(rng, named_colour)
+        if avoid_hue is None or hue_distance(hue, avoid_hue) >= min_hue_gap:
+            break
+    shape = shape or SHAPES[rng.integers(len(SHAPES))]
+    texture = texture or TEXTURES[rng.choice(len(TEXTURES), p=TEXTURE_PROBS)]
+    return ObjectSpec(shape=shape, hue=hue, texture=texture, size=float(rng.uniform(*size_range)),
+                      saturation=float(rng.uniform(0.8, 1.0)), value=float(rng.uniform(0.88, 1.0)))
+
+
+def sample_background(rng: np.random.Generator) -> BackgroundSpec:
+    return BackgroundSpec(hue=float(rng.uniform(0, 360)), saturation=float(rng.uniform(0.2, 0.6)),
+                          value=float(rng.uniform(0.06, 0.16)),
+                          pattern=BACKGROUND_PATTERNS[rng.integers(len(BACKGROUND_PATTERNS))],
+                          amplitude=float(rng.uniform(0.0, 0.35)), angle=float(rng.uniform(0, 360)),
+                          seed=int(rng.integers(2 ** 31)))
+
+
+def _bounds(r: float, extent: int) -> tuple[float, float]:
+    """Range of centre coordinates keeping a disc of radius r at least 1 px inside the frame."""
+    return r + 0.5, extent - 1.5 - r
+
+
+def single_path(rng: np.random.Generator, direction: str, radius: float, frames: int, height: int,
+                width: int, speed: float | None = None) -> np.ndarray:
+    """[F, 2] centres for one object moving in ``direction`` (speed in px/frame, capped to fit)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}")
+    unit = min(height, width) / 64.0
+    (xlo, xhi), (ylo, yhi) = _bounds(radius, width), _bounds(radius, height)
+    if direction == "still":
+        p = np.array([rng.uniform(xlo, xhi), rng.uniform(ylo, yhi)])
+        return np.repeat(p[None], frames, axis=0)
+    vec = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[direction]
+    axis = 0 if vec[0] else 1
+    lo, hi = (xlo, xhi) if axis == 0 else (ylo, yhi)
+    v = speed if speed is not None else rng.uniform(*SPEED) * unit
+    v = min(v, (hi - lo) / max(frames - 1, 1))
+    travel = v * (frames - 1)
+    start = lo + rng.uniform(0.0, max(hi - lo - travel, 0.0))
+    along = start + v * np.arange(frames)
+    if vec[axis] < 0:
+        along = along[::-1]
+    across = np.full(frames, rng.uniform(*((ylo, yhi) if axis == 0 else (xlo, xhi))))
+    return np.stack([along, across] if axis == 0 else [across, along], axis=-1)
+
+
+def _axis_frame(rng, height, width, allow_vertical=True):
+    """Pick the interaction axis; returns (to_xy, along_extent, across_extent)."""
+    if allow_vertical and rng.random() < 0.3:
+        return (lambda al, ac: np.stack([ac, al], -1)), height, width
+    return (lambda al, ac: np.stack([al, ac], -1)), width, height
+
+
+def interaction_paths(rng: np.random.Generator, name: str, ra: float, rb: float, frames: int,
+                      height: int, width: int) -> np.ndarray:
+    """[2, F, 2] centres of objects A (first named) and B for interaction ``name``.
+
+    Radii ``ra``, ``rb`` in px. Collision-free (centre distance >= ra + rb + 3u) and in frame.
+    """
+    if name not in INTERACTIONS:
+        raise ValueError(f"unknown interaction {name!r}")
+    unit = min(height, width) / 64.0
+    s = np.linspace(0.0, 1.0, frames)
+    clearance = ra + rb + 3.0 * unit
+    for _ in range(200):
+        paths = _interaction_try(rng, name, ra, rb, s, height, width, unit)
+        if paths is None:
+            continue
+        dist = np.linalg.norm(paths[0] - paths[1], axis=-1)
+        inside = all(
+            (paths[i, :, 0].min() >= r + 0.5 - 1e-6) and (paths[i, :, 0].max() <= width - 1.5 - r + 1e-6)
+            and (paths[i, :, 1].min() >= r + 0.5 - 1e-6) and (paths[i, :, 1].max() <= height - 1.5 - r + 1e-6)
+            for i, r in ((0, ra), (1, rb)))
+        if inside and dist.min() >= clearance - 1e-6:
+            return paths
+    raise ValueError(f"cannot fit {name!r} with radii {ra:.1f}, {rb:.1f} in {width}x{height}")
+
+
+def _interaction_try(rng, name, ra, rb, s, height, width, unit):
+    rmax = max(ra, rb)
+    if name in ("approach", "move_apart", "chase", "swap"):
+        to_xy, along_len, across_len = _axis_frame(rng, height, width)
+        lo, hi = 0.5, along_len - 1.5                  # centre-to-border margins are added below
+        clo, chi = _bounds(rmax, across_len)
+        if name in ("approach", "move_apart"):
+            d1 = ra + rb + rng.uniform(3.0, 5.0) * unit
+            d0max = hi - lo - ra - rb
+            if d0max - d1 < 16 * unit:
+                return None
+            d0 = rng.uniform(min(d1 + 22 * unit, d0max), min(d1 + 34 * unit, d0max))
+            d = d0 + (d1 - d0) * s if name == "approach" else d1 + (d0 - d1) * s
+            side = 1.0 if rng.random() < 0.5 else -1.0     # +1: A on the low side
+            first_r, last_r = (ra, rb) if side > 0 else (rb, ra)
+            mid = rng.uniform(lo + first_r + d.max() / 2, hi - last_r - d.max() / 2)
+            a_al, b_al = mid - side * d / 2, mid + side * d / 2
+            ac = np.full_like(s, rng.uniform(clo, chi))
+            return np.stack([to_xy(a_al, ac), to_xy(b_al, ac)])
+        if name == "chase":
+            d1 = ra + rb + rng.uniform(3.0, 6.0) * unit
+            close = rng.uniform(8.0, 14.0) * unit
+            room = hi - lo - ra - rb - d1 - close             # what is left for the leader's travel
+            if room < 12 * unit:
+                return None
+            tb = rng.uniform(12 * unit, min(room, 24 * unit))
+            ta = tb + close
+            direction = 1.0 if rng.random() < 0.5 else -1.0
+            if direction > 0:
+                a0 = rng.uniform(lo + ra, hi - rb - d1 - ta + 1e-9) if hi - rb - d1 - ta > lo + ra else lo + ra
+                a_al = a0 + ta * s
+                b_al = a0 + d1 + close + tb * s
+            else:
+                a0 = rng.uniform(lo + rb + d1 + ta, hi - ra) if hi - ra > lo + rb + d1 + ta else hi - ra
+                a_al = a0 - ta * s
+                b_al = a0 - d1 - close - tb * s
+            ac = np.full_like(s, rng.uniform(clo, chi))
+            return np.stack([to_xy(a_al, ac), to_xy(b_al, ac)])
+        # swap: A over the upper half ellipse, B under, about the midpoint
+        e = rng.uniform(0.5, 0.8) * (ra + rb + 3 * unit)     # 2e >= clearance
+        dmax = (hi - lo) / 2 - rmax
+        dmin = max(e, 12 * unit)
+        if dmax < dmin or chi - clo < 2 * e:
+            return None
+        dd = rng.uniform(dmin, dmax)
+        mid = np.array([rng.uniform(lo + rmax + dd, hi - rmax - dd), rng.uniform(clo + e, chi - e)])
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        c, sn = np.cos(np.pi * s), np.sin(np.pi * s)
+        a = np.stack([mid[0] - side * dd * c, mid[1] - e * sn], -1)
+        b = np.stack([mid[0] + side * dd * c, mid[1] + e * sn], -1)
+        return np.stack([to_xy(a[:, 0], a[:, 1]), to_xy(b[:, 0], b[:, 1])])
+    if name == "orbit":
+        size = min(height, width)
+        rmin_orbit = ra + rb + 4 * unit
+        rmax_orbit = min(ra + rb + 8 * unit, (size - 2.0) / 2 - ra)
+        if rmax_orbit < rmin_orbit:
+            return None
+        big_r = rng.uniform(rmin_orbit, rmax_orbit)
+        m = big_r + ra
+        cx = rng.uniform(m + 0.5, width - 1.5 - m)
+        cy = rng.uniform(m + 0.5, height - 1.5 - m)
+        theta0 = rng.uniform(0, 2 * np.pi)
+        sweep = np.radians(rng.uniform(240.0, 320.0)) * (1.0 if rng.random() < 0.5 else -1.0)
+        th = theta0 + sweep * s
+        a = np.stack([cx + big_r * np.cos(th), cy + big_r * np.sin(th)], -1)
+        b = np.repeat(np.array([[cx, cy]]), len(s), axis=0)
+        return np.stack([a, b])
+    # jump_over: B still on the ground, A jumps over it along a parabola
+    ground = rng.uniform(max(height * 0.7, 2 * rb), height - 1.5)
+    yb = ground - rb
+    ya = ground - ra
+    xb = width / 2 + rng.uniform(-3, 3) * unit
+    dmin = ra + rb + 3 * unit
+    dmax = min(xb - (ra + 0.5), width - 1.5 - ra - xb)
+    hmax = ya - ra - 0.5
+    if dmax < dmin:
+        return None
+    dd = rng.uniform(dmin, dmax)
+    hmin = 2 * rb + 4 * unit
+    if hmax < hmin:
+        return None
+    hh = rng.uniform(hmin, hmax)
+    side = 1.0 if rng.random() < 0.5 else -1.0
+    a = np.stack([xb - side * dd * (1 - 2 * s), ya - hh * 4 * s * (1 - s)], -1)
+    b = np.repeat(np.array([[xb, yb]]), len(s), axis=0)
+    return np.stack([a, b])
+
+
+def sample_single(rng: np.random.Generator, direction: str | None = None, subject: ObjectSpec | None = None,
+                  frames: int = 8, height: int = 64, width: int = 64, as_uint8: bool = False) -> Clip:
+    """One object moving in a direction (random when None)."""
+    direction = direction or DIRECTIONS[rng.integers(len(DIRECTIONS))]
+    subject = subject or sample_object(rng)
+    path = single_path(rng, direction, subject.radius_px(height, width), frames, height, width)
+    spec = ClipSpec(objects=(subject,), paths=path[None], motion=direction,
+                    background=sample_background(rng), height=height, width=width)
+    return render_clip(spec, as_uint8=as_uint8)
+
+
+def sample_interaction(rng: np.random.Generator, name: str, subjects: Sequence[ObjectSpec] | None = None,
+                       frames: int = 8, height: int = 64, width: int = 64, as_uint8: bool = False) -> Clip:
+    """Two objects performing interaction ``name``; random subjects (hues >= 60 deg apart) when None."""
+    if subjects is None:
+        a = sample_object(rng, size_range=PAIR_SIZE)
+        subjects = (a, sample_object(rng, size_range=PAIR_SIZE, avoid_hue=a.hue))
+    if len(subjects) != 2:
+        raise ValueError("an interaction needs two subjects")
+    ra, rb = (o.radius_px(height, width) for o in subjects)
+    paths = interaction_paths(rng, name, ra, rb, frames, height, width)
+    spec = ClipSpec(objects=tuple(subjects), paths=paths, motion=name,
+                    background=sample_background(rng), height=height, width=width)
+    return render_clip(spec, as_uint8=as_uint8)
+
+
+def sample_pretraining_clip(rng: np.random.Generator, frames: int = 8, height: int = 64, width: int = 64,
+                            p_interaction: float = 0.4, as_uint8: bool = False) -> Clip:
+    """A pretraining clip: single motions and PRETRAIN_INTERACTIONS only (never held-out ones)."""
+    if rng.random() < p_interaction:
+        name = PRETRAIN_INTERACTIONS[rng.integers(len(PRETRAIN_INTERACTIONS))]
+        return sample_interaction(rng, name, frames=frames, height=height, width=width, as_uint8=as_uint8)
+    return sample_single(rng, frames=frames, height=height, width=width, as_uint8=as_uint8)
+
+
+def render_subject_images(subject: ObjectSpec, n: int, rng: np.random.Generator, height: int = 64,
+                          width: int = 64, scale_range=(0.9, 1.2)) -> SubjectImages:
+    """``n`` still images of one subject at varied positions and scales on varied backgrounds."""
+    images, masks, objs = [], [], []
+    for _ in range(n):
+        obj = replace(subject, size=subject.size * float(rng.uniform(*scale_range)))
+        r = obj.radius_px(height, width)
+        (xlo, xhi), (ylo, yhi) = _bounds(r, width), _bounds(r, height)
+        pos = np.array([[[rng.uniform(xlo, xhi), rng.uniform(ylo, yhi)]]])
+        clip = render_clip(ClipSpec(objects=(obj,), paths=pos, motion="still",
+                                    background=sample_background(rng), height=height, width=width))
+        images.append(clip.frames[0])
+        masks.append(clip.masks[0, 0])
+        objs.append(obj)
+    return SubjectImages(images=np.stack(images), masks=np.stack(masks), objects=tuple(objs))
