@@ -1,0 +1,263 @@
+"""Write the bundled workflows: ``workflows/<stem>.json`` (UI format, what drag-and-drop and the
+template browser load), ``workflows/<stem>.jpg`` (thumbnail) and ``workflows/api/<stem>.json``
+(API format, what ``POST /prompt`` takes, equal to the frontend's ``graphToPrompt()``).
+
+    python scripts/build_workflows.py            # rewrite them all
+    python scripts/build_workflows.py --check    # exit 1 if a file differs from what would be written
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workflow_tools import REPO, link_inputs, node_spec, ui_to_api, widget_layout  # noqa: E402
+
+OUT = REPO / "workflows"
+MODEL = "zeroscope_v2_576w"
+
+
+class Graph:
+    def __init__(self):
+        self.nodes, self.links = [], []
+
+    def add(self, class_type, values=None, links=None, pos=(0, 0), title=None):
+        spec = node_spec(class_type)
+        assert spec, class_type
+        values = dict(values or {})
+        widgets = []
+        for name, entry, control in widget_layout(spec):
+            if control:
+                widgets.append("fixed")
+                continue
+            if name in values:
+                widgets.append(values.pop(name))
+            else:
+                opts = entry[1] if len(entry) > 1 else {}
+                widgets.append(opts.get("default", entry[0][0] if isinstance(entry[0], list) else None))
+        assert not values, f"{class_type}: unknown widgets {values}"
+        nid = len(self.nodes) + 1
+        inputs = [{"name": n, "type": t, "link": None} for n, t, _ in link_inputs(spec)]
+        outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
+                   for i, (n, t) in enumerate(zip(spec["output_names"], spec["output"]))]
+        n_rows = max(len(inputs), len(outputs)) + len(widgets)
+        node = {"id": nid, "type": class_type, "pos": list(pos), "size": [330, 46 + 24 * n_rows],
+                "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs,
+                "properties": {"Node name for S&R": class_type}, "widgets_values": widgets}
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        for name, (src, slot) in (links or {}).items():
+            self.link(src, slot, nid, name)
+        return nid
+
+    def link(self, src, slot, dst, name):
+        s, d = self.nodes[src - 1], self.nodes[dst - 1]
+        lid = len(self.links) + 1
+        index = [i["name"] for i in d["inputs"]].index(name)
+        ltype = s["outputs"][slot]["type"]
+        assert d["inputs"][index]["type"] == ltype, (s["type"], slot, d["type"], name)
+        d["inputs"][index]["link"] = lid
+        s["outputs"][slot]["links"].append(lid)
+        self.links.append([lid, src, slot, dst, index, ltype])
+
+    def ui(self):
+        # execution order: a topological order of the nodes
+        deps = {n["id"]: {lk[1] for lk in self.links if lk[3] == n["id"]} for n in self.nodes}
+        order, done = [], set()
+        while len(order) < len(self.nodes):
+            for nid in sorted(deps):
+                if nid not in done and deps[nid] <= done:
+                    order.append(nid)
+                    done.add(nid)
+        for n in self.nodes:
+            n["order"] = order.index(n["id"])
+            for o in n["outputs"]:
+                o["links"] = o["links"] or None
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {},
+                "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}}, "version": 0.4}
+
+
+def col(i, row=0):
+    return (40 + 380 * i, 40 + row)
+
+
+def subject_branch(g, model, row, shape, colour, texture, token, superclass, seed, tiny):
+    size = {"width": 64, "height": 64} if tiny else {}
+    s = g.add("VideoMageShapesWorldSubject", {"shape": shape, "colour": colour, "texture": texture, "count": 4,
+                                              "seed": seed, **size}, pos=col(0, row))
+    t = g.add("VideoMageTrainSubject", {"token": token, "superclass": superclass, "seed": seed, **size,
+                                        **(TINY_TRAIN if tiny else {})},
+              links={"model": (model, 0), "images": (s, 0), "masks": (s, 1)}, pos=col(1, row))
+    return t
+
+
+def motion_branch(g, model, row, tiny):
+    size = {"width": 64, "height": 64} if tiny else {}
+    v = g.add("VideoMageShapesWorldMotion", {"interaction": "chase", "shape_a": "circle", "colour_a": "blue",
+                                             "shape_b": "square", "colour_b": "yellow",
+                                             "frames": 8 if tiny else 24, **size}, pos=col(0, row))
+    t = g.add("VideoMageTrainMotion", {"motion_prompt": "a circle chases a square",
+                                       "reference_words": "circle, square", **size,
+                                       **({"steps": 4, "inversion_steps": 2, "rank": 2} if tiny else {})},
+              links={"model": (model, 0), "video": (v, 0), "masks": (v, 1)}, pos=col(1, row))
+    return t
+
+
+TINY_TRAIN = {"steps": 4, "rank": 2, "prior_videos": 1, "prior_frames": 4, "prior_steps": 2}
+PROMPT = "a <red_star> chases a <green_ring>"
+
+
+def full_pipeline(tiny=False):
+    g = Graph()
+    size = {"width": 64, "height": 64} if tiny else {}
+    m = g.add("VideoMageLoadModel", {"model_name": MODEL}, pos=col(0, -200))
+    a = subject_branch(g, m, 0, "star", "red", "stripes", "<red_star>", "star", 0, tiny)
+    b = subject_branch(g, m, 560, "ring", "green", "dots", "<green_ring>", "ring", 1, tiny)
+    mo = motion_branch(g, m, 1120, tiny)
+    f = g.add("VideoMageFuseSubjects", {**size, **({"steps": 4, "frames": 4, "generation_steps": 2,
+                                                    "videos_per_subject": 1, "cutmix_videos": 2} if tiny else {})},
+              links={"model": (m, 0), "subject_1": (a, 0), "subject_2": (b, 0)}, pos=col(2, 0))
+    g.add("PreviewImage", links={"images": (f, 2)}, pos=col(3, 0), title="CutMix preview")
+    s = g.add("VideoMageCollaborativeSampler", {"prompt": PROMPT, **size,
+                                                **({"frames": 8, "steps": 4, "tau": 2} if tiny else {})},
+              links={"model": (m, 0), "subject": (f, 0), "motion": (mo, 0)}, pos=col(2, 640))
+    g.add("SaveAnimatedWEBP", {"filename_prefix": "videomage/quick_test" if tiny else "videomage/full_pipeline",
+                               "fps": 8.0}, links={"images": (s, 0)}, pos=col(3, 640))
+    return g
+
+
+def train_subject():
+    g = Graph()
+    m = g.add("VideoMageLoadModel", {"model_name": MODEL}, pos=col(0, -200))
+    t = subject_branch(g, m, 0, "star", "red", "stripes", "<red_star>", "star", 0, False)
+    g.add("VideoMageSaveSubject", {"filename_prefix": "my_subjects/red_star"}, links={"subject": (t, 0)},
+          pos=col(2, 0))
+    return g
+
+
+def train_motion():
+    g = Graph()
+    m = g.add("VideoMageLoadModel", {"model_name": MODEL}, pos=col(0, -200))
+    t = motion_branch(g, m, 0, False)
+    g.add("VideoMageSaveMotion", {"filename_prefix": "my_motions/chase"}, links={"motion": (t, 0)},
+          pos=col(2, 0))
+    return g
+
+
+SAVED_SUBJECT = "videomage/fused_red_star+green_ring_00001_.safetensors"
+SAVED_MOTION = "videomage/motion_circle-square_00001_.safetensors"
+
+
+def _loaders(g):
+    m = g.add("VideoMageLoadModel", {"model_name": MODEL}, pos=col(0, 0))
+    s = g.add("VideoMageLoadSubject", {"subject_file": SAVED_SUBJECT}, links={"model": (m, 0)}, pos=col(0, 220))
+    mo = g.add("VideoMageLoadMotion", {"motion_file": SAVED_MOTION}, links={"model": (m, 0)}, pos=col(0, 440))
+    return m, s, mo
+
+
+def sample_saved():
+    g = Graph()
+    m, s, mo = _loaders(g)
+    x = g.add("VideoMageCollaborativeSampler", {"prompt": PROMPT},
+              links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)}, pos=col(1, 0))
+    g.add("SaveAnimatedWEBP", {"filename_prefix": "videomage/sample", "fps": 8.0}, links={"images": (x, 0)},
+          pos=col(2, 0))
+    return g
+
+
+def scs_vs_wo_scs():
+    g = Graph()
+    m, s, mo = _loaders(g)
+    a = g.add("VideoMageCollaborativeSampler", {"prompt": PROMPT, "mode": "SCS"},
+              links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)}, pos=col(1, 0), title="SCS")
+    b = g.add("VideoMageCollaborativeSampler", {"prompt": PROMPT, "mode": "w/o SCS"},
+              links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)}, pos=col(1, 600), title="w/o SCS")
+    st = g.add("ImageStitch", {"spacing_width": 8, "spacing_color": "black"},
+               links={"image1": (a, 0), "image2": (b, 0)}, pos=col(2, 0))
+    g.add("SaveAnimatedWEBP", {"filename_prefix": "videomage/scs_vs_wo_scs", "fps": 8.0},
+          links={"images": (st, 0)}, pos=col(3, 0))
+    return g
+
+
+WORKFLOWS = {
+    "videomage_full_pipeline": lambda: full_pipeline(False),
+    "videomage_train_subject": train_subject,
+    "videomage_train_motion": train_motion,
+    "videomage_sample_saved": sample_saved,
+    "videomage_scs_vs_wo_scs": scs_vs_wo_scs,
+    "videomage_quick_test_tiny": lambda: full_pipeline(True),
+}
+
+
+def thumbnail(ui: dict, path: Path) -> None:
+    """A schematic of the graph (node boxes, titles, links) as a 512x384 JPEG."""
+    from PIL import Image, ImageDraw
+
+    from videomage_core.plots import _font
+
+    xs = [n["pos"][0] for n in ui["nodes"]] + [n["pos"][0] + n["size"][0] for n in ui["nodes"]]
+    ys = [n["pos"][1] for n in ui["nodes"]] + [n["pos"][1] + n["size"][1] for n in ui["nodes"]]
+    x0, y0, x1, y1 = min(xs) - 20, min(ys) - 20, max(xs) + 20, max(ys) + 20
+    w, h = 512, 384
+    scale = min(w / (x1 - x0), (h - 30) / (y1 - y0))
+    ox, oy = (w - (x1 - x0) * scale) / 2, 30 + (h - 30 - (y1 - y0) * scale) / 2
+    img = Image.new("RGB", (w, h), (32, 34, 40))
+    d = ImageDraw.Draw(img)
+    d.text((10, 8), path.stem.replace("_", " "), fill=(230, 232, 238), font=_font(15))
+    box = {}
+    for n in ui["nodes"]:
+        bx0 = ox + (n["pos"][0] - x0) * scale
+        by0 = oy + (n["pos"][1] - y0) * scale
+        box[n["id"]] = (bx0, by0, bx0 + n["size"][0] * scale, by0 + n["size"][1] * scale)
+    colours = {"VIDEOMAGE_MODEL": (180, 140, 255), "VIDEOMAGE_SUBJECT": (255, 160, 80),
+               "VIDEOMAGE_MOTION": (90, 200, 255), "IMAGE": (120, 220, 140), "MASK": (120, 220, 200)}
+    for lid, src, slot, dst, dslot, ltype in ui["links"]:
+        a, b = box[src], box[dst]
+        d.line([(a[2], a[1] + 10 + 6 * slot), (b[0], b[1] + 10 + 6 * dslot)], fill=colours.get(ltype, (200, 200, 200)),
+               width=2)
+    for n in ui["nodes"]:
+        b = box[n["id"]]
+        vm = n["type"].startswith("VideoMage")
+        d.rounded_rectangle(b, radius=4, fill=(53, 57, 66) if vm else (45, 48, 55),
+                            outline=(120, 170, 255) if vm else (110, 110, 120))
+        title = n.get("title") or node_spec(n["type"])["display"]
+        title = title.replace("VideoMage ", "").replace(" (example data)", "")
+        d.text((b[0] + 4, b[1] + 3), title[:int((b[2] - b[0]) / 6)], fill=(235, 235, 240), font=_font(10))
+    img.save(path, "JPEG", quality=88)
+
+
+def render() -> dict[Path, bytes]:
+    files = {}
+    for stem, build in WORKFLOWS.items():
+        ui = build().ui()
+        api = ui_to_api(ui)
+        files[OUT / f"{stem}.json"] = (json.dumps(ui, indent=1) + "\n").encode()
+        files[OUT / "api" / f"{stem}.json"] = (json.dumps(api, indent=1) + "\n").encode()
+    return files
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    files = render()
+    if args.check:
+        stale = [str(p) for p, data in files.items() if not p.is_file() or p.read_bytes() != data]
+        for p in stale:
+            print(f"out of date: {p}")
+        return 1 if stale else 0
+    for p, data in files.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        if p.parent == OUT:
+            thumbnail(json.loads(data), p.with_suffix(".jpg"))
+    print(f"wrote {len(files)} workflow files and thumbnails to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

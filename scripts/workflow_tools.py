@@ -1,0 +1,144 @@
+"""Workflow files: node specs (ours and the few core nodes the bundled workflows use), widget
+order as the ComfyUI frontend builds it, UI-format -> API-format conversion (what the frontend's
+``graphToPrompt()`` does), and tiny-model overrides for tests. Standard library + the pack only.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# Core ComfyUI nodes used by the bundled workflows, as INPUT_TYPES / RETURN_TYPES in ComfyUI
+# 0.3.64 (nodes.py, comfy_extras/nodes_images.py). The real-server test checks them against
+# /object_info.
+CORE_NODES = {
+    "PreviewImage": {
+        "input": {"required": {"images": ("IMAGE",)}},
+        "output": (), "display": "Preview Image"},
+    "SaveAnimatedWEBP": {
+        "input": {"required": {
+            "images": ("IMAGE",),
+            "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+            "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+            "lossless": ("BOOLEAN", {"default": True}),
+            "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
+            "method": (["default", "fastest", "slowest"],)}},
+        "output": (), "display": "SaveAnimatedWEBP"},
+    "ImageStitch": {
+        "input": {"required": {
+            "image1": ("IMAGE",),
+            "direction": (["right", "down", "left", "up"], {"default": "right"}),
+            "match_image_size": ("BOOLEAN", {"default": True}),
+            "spacing_width": ("INT", {"default": 0, "min": 0, "max": 1024, "step": 2}),
+            "spacing_color": (["white", "black", "red", "green", "blue"], {"default": "white"})},
+            "optional": {"image2": ("IMAGE",)}},
+        "output": ("IMAGE",), "display": "Image Stitch"},
+}
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def pack_nodes() -> tuple[dict, dict]:
+    import nodes as pack
+
+    return pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
+
+
+def node_spec(class_type: str) -> dict | None:
+    """``{"input": INPUT_TYPES, "output": RETURN_TYPES, "output_names", "display"}`` or None."""
+    classes, names = pack_nodes()
+    if class_type in classes:
+        cls = classes[class_type]
+        return {"input": cls.INPUT_TYPES(), "output": tuple(cls.RETURN_TYPES),
+                "output_names": tuple(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
+                "display": names.get(class_type, class_type)}
+    if class_type in CORE_NODES:
+        spec = dict(CORE_NODES[class_type])
+        spec.setdefault("output_names", spec["output"])
+        return spec
+    return None
+
+
+def is_widget(spec_entry) -> bool:
+    kind = spec_entry[0]
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+def has_control(name: str, spec_entry) -> bool:
+    """The frontend adds a control_after_generate widget after an INT named seed/noise_seed unless
+    the input says otherwise (``control_after_generate`` option)."""
+    opts = spec_entry[1] if len(spec_entry) > 1 else {}
+    if "control_after_generate" in opts:
+        return bool(opts["control_after_generate"])
+    return spec_entry[0] == "INT" and name in ("seed", "noise_seed")
+
+
+def widget_layout(spec: dict) -> list[tuple[str, object, bool]]:
+    """``[(input name, spec entry, is_control)]`` in the order of ``widgets_values``."""
+    out = []
+    for group in ("required", "optional"):
+        for name, entry in spec["input"].get(group, {}).items():
+            if is_widget(entry):
+                out.append((name, entry, False))
+                if has_control(name, entry):
+                    out.append((name, entry, True))
+    return out
+
+
+def link_inputs(spec: dict) -> list[tuple[str, str, bool]]:
+    """``[(name, type, required)]`` of the inputs that take links (not widgets), in slot order."""
+    out = []
+    for group in ("required", "optional"):
+        for name, entry in spec["input"].get(group, {}).items():
+            if not is_widget(entry):
+                out.append((name, entry[0], group == "required"))
+    return out
+
+
+def ui_to_api(ui: dict) -> dict:
+    """What ``app.graphToPrompt().output`` gives for a UI-format workflow (no widgets converted to
+    inputs, no groups nodes, no bypassed nodes)."""
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in sorted(ui["nodes"], key=lambda n: n["id"]):
+        if node.get("mode", 0) in (2, 4):
+            continue
+        spec = node_spec(node["type"])
+        inputs = {}
+        values = list(node.get("widgets_values") or [])
+        for (name, _entry, control), value in zip(widget_layout(spec), values):
+            if not control:
+                inputs[name] = value
+        for inp in node.get("inputs", []):
+            if inp.get("link") is not None:
+                link = links[inp["link"]]
+                inputs[inp["name"]] = [str(link[1]), link[2]]
+        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"],
+                                "_meta": {"title": node.get("title") or spec["display"]}}
+    return api
+
+
+# Values that make every bundled workflow run in seconds on the tiny model (tests, smoke runs).
+TINY = {
+    "VideoMageShapesWorldSubject": {"count": 3, "width": 64, "height": 64},
+    "VideoMageShapesWorldMotion": {"frames": 4, "width": 64, "height": 64},
+    "VideoMageTrainSubject": {"steps": 2, "rank": 2, "width": 64, "height": 64, "prior_videos": 1,
+                              "prior_frames": 2, "prior_steps": 1},
+    "VideoMageTrainMotion": {"steps": 2, "inversion_steps": 1, "rank": 2, "width": 64, "height": 64},
+    "VideoMageFuseSubjects": {"steps": 2, "width": 64, "height": 64, "frames": 2, "generation_steps": 1,
+                              "videos_per_subject": 1, "cutmix_videos": 1},
+    "VideoMageCollaborativeSampler": {"frames": 3, "width": 64, "height": 64, "steps": 2, "tau": 1},
+}
+
+
+def tiny_overrides(api: dict) -> dict:
+    api = copy.deepcopy(api)
+    for node in api.values():
+        for key, value in TINY.get(node["class_type"], {}).items():
+            if key in node["inputs"] and not isinstance(node["inputs"][key], list):
+                node["inputs"][key] = value
+    return api
