@@ -124,3 +124,12 @@ def test_ddim_inversion_round_trips(model, output_scale, steps, tolerance):
     err = (back - x0).norm() / x0.norm()
     assert err < tolerance, err
     assert (xt - x0).norm() / x0.norm() > 0.5, "inversion must actually move the latent"
+
+
+def test_scs_runs_under_inference_mode(custom):
+    """ComfyUI runs every node under torch.inference_mode(); the guidance gradient must still work."""
+    st = SampleSettings(frames=3, height=64, width=64, steps=3, seed=2)
+    expected = scs_sample(custom, PROMPT, SUPER, "sub", "mot", st, SCSSettings(tau=2))
+    with torch.inference_mode():
+        got = scs_sample(custom, PROMPT, SUPER, "sub", "mot", st, SCSSettings(tau=2))
+    assert torch.allclose(got, expected, atol=1e-6)

@@ -90,17 +90,18 @@ class AttentionRecorder:
         self._calls = 0
         self._batch, self._frames, self._latent_hw = 1, 1, (1, 1)
         self._saved = {}
+        modules = dict(unet.named_modules())  # once: named_modules over a full UNet is slow
+        self._modules = {name: modules[name] for name in self.layers}
+        self._processors = {name: _RecordingProcessor(self, name, kind) for name, kind in self.layers.items()}
 
     def attach(self) -> None:
-        modules = dict(self.unet.named_modules())
-        for name, kind in self.layers.items():
-            self._saved[name] = modules[name].processor
-            modules[name].set_processor(_RecordingProcessor(self, name, kind))
+        for name, module in self._modules.items():
+            self._saved[name] = module.processor
+            module.processor = self._processors[name]
 
     def detach(self) -> None:
-        modules = dict(self.unet.named_modules())
         for name, proc in self._saved.items():
-            modules[name].set_processor(proc)
+            self._modules[name].processor = proc
         self._saved = {}
 
     def __enter__(self):

@@ -44,13 +44,23 @@ class VideoMageModel:
 
 
 def model_fingerprint(unet: torch.nn.Module, text_encoder: torch.nn.Module) -> str:
-    """Short hash of the base model's configs and a few of its weights (cheap even at full size)."""
+    """Short hash of the base model's configs and a few of its weights (cheap even at full size).
+
+    Weights enter as rounded statistics, so the same model loaded in fp32, fp16 or bf16 has the same
+    fingerprint (an artifact trained in fp16 on a GPU loads on the fp32 model).
+    """
+    def architecture(config: dict) -> str:  # no paths, dtypes or library versions
+        skip = {"dtype", "torch_dtype", "transformers_version", "architectures", "name_or_path"}
+        return json.dumps({k: v for k, v in config.items() if not k.startswith("_") and k not in skip},
+                          sort_keys=True, default=str)
+
     h = hashlib.sha256()
-    h.update(json.dumps(dict(unet.config), sort_keys=True, default=str).encode())
-    h.update(json.dumps(text_encoder.config.to_dict(), sort_keys=True, default=str).encode())
+    h.update(architecture(dict(unet.config)).encode())
+    h.update(architecture(text_encoder.config.to_dict()).encode())
     for tensor in (unet.conv_in.weight, unet.conv_out.weight,
                    text_encoder.get_input_embeddings().weight[:64]):
-        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        t = tensor.detach().to("cpu", torch.float64)
+        h.update(f"{tuple(t.shape)} {t.abs().sum().item():.3g} {t.pow(2).sum().item():.3g}".encode())
     return h.hexdigest()[:16]
 
 

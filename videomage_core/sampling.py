@@ -180,14 +180,15 @@ def collaborative_guidance(model, recorder: AttentionRecorder, sub: _Branch, mot
     target) moves ``x_sub``. Gradients come from the conditional passes only.
     """
     maps = {}
-    with recorder, torch.enable_grad():
+    # works inside ComfyUI's inference_mode too: fresh (non-inference) copies of what autograd sees
+    with recorder, torch.inference_mode(False), torch.enable_grad():
         leaves = {}
         for name, branch, x in (("sub", sub, x_sub), ("mot", mot, x_mot)):
-            leaf = x.detach().requires_grad_(True)
+            leaf = x.detach().clone().requires_grad_(True)
             leaves[name] = leaf
             with adapters_active(model, [branch.adapter]):
                 with recorder.recording(leaf.shape, stop_after_last=stop_early):
-                    predict_noise(model, leaf, t, branch.text[1:])
+                    predict_noise(model, leaf, t.clone(), branch.text[1:].clone())
             maps[name] = (branch.sca(recorder), recorder.temporal_maps())
         loss_s_to_m = spatial_alignment_loss(maps["sub"][0], maps["mot"][0])
         loss_m_to_s = temporal_alignment_loss(maps["sub"][1], maps["mot"][1])

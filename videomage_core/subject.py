@@ -112,7 +112,7 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
                 n = x_img.shape[0]
                 noise = randn(x_img.shape, gen, model)
                 t = sample_timesteps(model, n, gen)
-                text = encode_prompts(model, [prompt] * n)
+                text = encode_prompts(model, [prompt]).expand(n, -1, -1)  # one prompt for every image
                 l_sub = subject_loss(predict_noise(model, add_noise(model, x_img, noise, t), t, text),
                                      noise, weight)
                 l_sub.backward()

@@ -23,11 +23,12 @@ class TokenEmbeddings(nn.Module):
     Ids ``>= base_vocab`` look up ``rows[id - base_vocab]``.
     """
 
-    def __init__(self, base: nn.Embedding):
+    def __init__(self, base: nn.Embedding, tokenizer_size: int | None = None):
         super().__init__()
         self.base = base
         self.base.weight.requires_grad_(False)
-        self.base_vocab = base.num_embeddings
+        # added tokens get ids from the tokenizer's length on, even where the table has spare rows
+        self.base_vocab = min(base.num_embeddings, tokenizer_size or base.num_embeddings)
         self.rows = nn.ParameterList()
 
     @property
@@ -48,7 +49,7 @@ def token_embeddings(model) -> TokenEmbeddings:
     """The model's :class:`TokenEmbeddings`, installed on first use."""
     embeddings = getattr(model.text_encoder, "text_model", model.text_encoder).embeddings
     if not isinstance(embeddings.token_embedding, TokenEmbeddings):
-        embeddings.token_embedding = TokenEmbeddings(embeddings.token_embedding)
+        embeddings.token_embedding = TokenEmbeddings(embeddings.token_embedding, len(model.tokenizer))
     return embeddings.token_embedding
 
 

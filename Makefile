@@ -1,0 +1,30 @@
+# VideoMage for ComfyUI. `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install test demo bench quality clean
+
+install: $(STAMP)
+
+# torch is pinned by constraints.txt for every install, so nothing upgrades it (or pulls CUDA builds
+# on CPU machines); torchvision is deliberately absent.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m videomage_core demo --out outputs/demo
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache
