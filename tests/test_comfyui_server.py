@@ -74,7 +74,7 @@ class Server:
         self.port = free_port()
         w = self.work
         cmd = [comfy_python(self.root), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--disable-auto-launch", "--disable-api-nodes", "--cache-none",
+               "--disable-auto-launch", "--disable-api-nodes",
                "--output-directory", str(w / "output"), "--input-directory", str(w / "input"),
                "--user-directory", str(w / "user"), "--temp-directory", str(w / "temp"),
                "--database-url", "sqlite:///:memory:", "--extra-model-paths-config", str(w / "extra_paths.yaml")]
@@ -204,16 +204,17 @@ def test_every_workflow_runs(server, work):
         assert result["status"] == "success", f"{stem}: {result.get('error') or result.get('body')}\n{server.tail()}"
         entry = client.history(result["prompt_id"])
         assert entry["status"]["status_str"] == "success"
-        files = output_files(entry)
+        files = output_files(entry, types=("output", "temp"))  # videos, and the loss-curve previews
         assert files, f"{stem} wrote no output"
         for item in files:
             data = client.download(item, str(work / "downloads" / stem))
             head = Path(data).read_bytes()[:16]
             assert head[:4] in (b"RIFF", b"\x89PNG"), (stem, item)
         if "train" in stem or "full" in stem or "quick" in stem:
-            assert any(e["type"] == "progress" for e in events), f"{stem}: no progress events"
             texts = [t for out in entry["outputs"].values() for t in out.get("text", [])]
-            assert any("trained" in t or "not retrained" in t for t in texts), texts
+            assert any("trained" in t for t in texts), texts
+            if stem in ("videomage_full_pipeline", "videomage_quick_test_tiny"):  # these train for real
+                assert any(e["type"] == "progress" for e in events), f"{stem}: no progress events"
     print("workflow seconds:", timings)
     names = artifact_files(work)
     assert "fused_red_star+green_ring_00001_.safetensors" in names
