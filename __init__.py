@@ -4,6 +4,7 @@ ComfyUI imports this folder as a package from ``custom_nodes/``. The engine, ``v
 is imported by its absolute name, so the pack folder is appended to ``sys.path`` (appended, not
 prepended: ComfyUI's own modules, such as its ``nodes``, keep precedence).
 """
+
 import os
 import sys
 

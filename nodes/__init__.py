@@ -4,6 +4,7 @@ Each module holds one concern and its own ``NODE_CLASS_MAPPINGS``; this package 
 The engine is ``videomage_core`` (imported by absolute name: the pack's root ``__init__`` puts
 the pack folder on ``sys.path``).
 """
+
 from . import artifact_io, example_data, fuse, model_loader, sampler, train_motion, train_subject
 
 _MODULES = (model_loader, train_subject, train_motion, fuse, sampler, artifact_io, example_data)

@@ -1,8 +1,19 @@
 """Save / Load subject and motion artifacts (safetensors under ``<output>/loras/videomage/``)."""
+
 from __future__ import annotations
 
-from .common import STR, check_prefix, display_path, first_error, list_artifacts, loss_image, read_header, \
-    resolve_artifact, save_new, ui_result
+from .common import (
+    STR,
+    check_prefix,
+    display_path,
+    first_error,
+    list_artifacts,
+    loss_image,
+    read_header,
+    resolve_artifact,
+    save_new,
+    ui_result,
+)
 from .types import CATEGORY, IMAGE, MODEL, MOTION, STRING, SUBJECT
 
 
@@ -24,8 +35,10 @@ def _file_error(kind: str, name) -> str | None:
 
 def _make_save(kind: str, type_name: str):
     class Save:
-        DESCRIPTION = (f"Saves a {kind} as output/loras/videomage/<prefix>_NNNNN_.safetensors (a new file "
-                       "each time, never overwriting; written atomically). LoRA pickers see it at once.")
+        DESCRIPTION = (
+            f"Saves a {kind} as output/loras/videomage/<prefix>_NNNNN_.safetensors (a new file "
+            "each time, never overwriting; written atomically). LoRA pickers see it at once."
+        )
         CATEGORY = CATEGORY
         RETURN_TYPES = ()
         FUNCTION = "save"
@@ -33,11 +46,16 @@ def _make_save(kind: str, type_name: str):
 
         @classmethod
         def INPUT_TYPES(cls):
-            return {"required": {
-                kind: (type_name, {"tooltip": f"The {kind} to save."}),
-                "filename_prefix": STR(kind, "File name prefix under output/loras/videomage/ (sub-folders "
-                                       "with '/'); a counter is appended."),
-            }}
+            return {
+                "required": {
+                    kind: (type_name, {"tooltip": f"The {kind} to save."}),
+                    "filename_prefix": STR(
+                        kind,
+                        "File name prefix under output/loras/videomage/ (sub-folders "
+                        "with '/'); a counter is appended.",
+                    ),
+                }
+            }
 
         @classmethod
         def VALIDATE_INPUTS(cls, filename_prefix):
@@ -55,8 +73,10 @@ def _make_save(kind: str, type_name: str):
 
 def _make_load(kind: str, type_name: str):
     class Load:
-        DESCRIPTION = (f"Loads a saved {kind} (any VideoMage {kind} file under a loras folder, e.g. "
-                       "output/loras/videomage/). Connect the model to check the file was trained on it.")
+        DESCRIPTION = (
+            f"Loads a saved {kind} (any VideoMage {kind} file under a loras folder, e.g. "
+            "output/loras/videomage/). Connect the model to check the file was trained on it."
+        )
         CATEGORY = CATEGORY
         RETURN_TYPES = (type_name, IMAGE, STRING)
         RETURN_NAMES = (kind, "loss_curve", "info")
@@ -65,13 +85,23 @@ def _make_load(kind: str, type_name: str):
 
         @classmethod
         def INPUT_TYPES(cls):
-            return {"required": {
-                f"{kind}_file": (list_artifacts(kind), {"tooltip": f"A saved VideoMage {kind} file (from a "
-                                                                   "training node or a Save node)."}),
-            }, "optional": {
-                "model": (MODEL, {"tooltip": "Optional: refuse the file at once if it was trained on "
-                                             "another base model."}),
-            }}
+            return {
+                "required": {
+                    f"{kind}_file": (
+                        list_artifacts(kind),
+                        {"tooltip": f"A saved VideoMage {kind} file (from a training node or a Save node)."},
+                    ),
+                },
+                "optional": {
+                    "model": (
+                        MODEL,
+                        {
+                            "tooltip": "Optional: refuse the file at once if it was trained on "
+                            "another base model."
+                        },
+                    ),
+                },
+            }
 
         @classmethod
         def IS_CHANGED(cls, **inputs):
@@ -113,6 +143,7 @@ class VideoMageLoadMotion(_make_load("motion", MOTION)):
     @classmethod
     def VALIDATE_INPUTS(cls, motion_file):
         return first_error(_file_error("motion", motion_file))
+
 
 NODE_CLASS_MAPPINGS = {
     "VideoMageSaveSubject": VideoMageSaveSubject,

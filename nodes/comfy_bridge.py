@@ -7,6 +7,7 @@ Without ComfyUI (tests, scripts): folders come from ``VIDEOMAGE_MODELS_DIR`` /
 ``VIDEOMAGE_OUTPUT_DIR`` / ``VIDEOMAGE_TEMP_DIR`` (default ``./models``, ``./output``,
 ``./temp``), progress and interruption are no-ops.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,6 +38,7 @@ def in_comfy() -> bool:
 
 
 # ------------------------------------------------------------------ folders
+
 
 def models_dir() -> Path:
     fp = folder_paths()
@@ -92,6 +94,7 @@ def lora_dirs() -> list[Path]:
 
 # ------------------------------------------------------------------ device / memory
 
+
 def default_device() -> str:
     mm = model_management()
     if mm is not None:
@@ -117,6 +120,7 @@ def free_memory() -> None:
 
 
 # ------------------------------------------------------------------ progress / cancel
+
 
 def interrupted() -> bool:
     """True while a Cancel is pending (does not clear it)."""

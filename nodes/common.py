@@ -1,6 +1,7 @@
 """What every VideoMage node shares: input specs with tooltips, request fingerprints, the artifact
 store under ``<output>/loras/videomage/``, the training runner (progress, cancel, inference mode)
 and UI results (a preview image and a status text)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,13 +37,20 @@ def STR(default, tooltip, multiline=False):
 
 def SEED(tooltip, control=True):
     """A seed widget. Training seeds get no control widget (a fixed seed keeps a trained result reusable)."""
-    return ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "tooltip": tooltip,
-                    "control_after_generate": control})
+    return (
+        "INT",
+        {"default": 0, "min": 0, "max": MAX_SEED, "tooltip": tooltip, "control_after_generate": control},
+    )
 
 
 def SIZE(default, what, tooltip_extra=""):
-    return INT(default, 8, MAX_SIZE, f"{what} in pixels, a multiple of 8 (the paper: 576x320).{tooltip_extra}",
-               step=8)
+    return INT(
+        default,
+        8,
+        MAX_SIZE,
+        f"{what} in pixels, a multiple of 8 (the paper: 576x320).{tooltip_extra}",
+        step=8,
+    )
 
 
 def check_spec(node_cls, name: str, value):
@@ -104,8 +112,14 @@ def artifact_digest(a) -> str | None:
 def request_key(kind: str, model, settings: dict, inputs: dict) -> str:
     """Everything a trained result depends on: the base model, its dtype, the settings, the input
     tensors' contents and the engine version. The same request gives the same key after a restart."""
-    payload = {"kind": kind, "engine": ENGINE_VERSION, "base": model.fingerprint,
-               "dtype": str(model.dtype), "settings": settings, "inputs": inputs}
+    payload = {
+        "kind": kind,
+        "engine": ENGINE_VERSION,
+        "base": model.fingerprint,
+        "dtype": str(model.dtype),
+        "settings": settings,
+        "inputs": inputs,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -155,8 +169,10 @@ def read_header(path: Path) -> dict | None:
 
 def check_prefix(prefix: str, input_name: str = "filename_prefix") -> str | None:
     if not prefix or not _SAFE_PREFIX.match(prefix) or any(p in ("..", ".") for p in prefix.split("/")):
-        return (f"{input_name}: '{prefix}' must be a relative name of letters, digits, '_', '-', '+', '.' "
-                "and '/', staying inside <output>/loras/videomage")
+        return (
+            f"{input_name}: '{prefix}' must be a relative name of letters, digits, '_', '-', '+', '.' "
+            "and '/', staying inside <output>/loras/videomage"
+        )
     return None
 
 
@@ -233,7 +249,7 @@ def resolve_artifact(name: str, input_name: str) -> Path:
     if os.path.isabs(name) or any(part == ".." for part in re.split(r"[\\/]", name)):
         raise VideoMageInputError(input_name, f"'{name}' leaves the loras folders (use a name from the list)")
     for base in bridge.lora_dirs():
-        path = (base / name)
+        path = base / name
         real, root = os.path.realpath(path), os.path.realpath(base)
         if not real.startswith(root + os.sep):
             raise VideoMageInputError(input_name, f"'{name}' leaves the loras folder {base}")
@@ -270,8 +286,12 @@ class LiveLoss:
             from videomage_core.plots import render_pil
 
             self.last = now
-            preview = render_pil(self.losses[info.stage], f"{self.title}: {info.stage} "
-                                 f"{info.step}/{info.total}", width=384, height=224)
+            preview = render_pil(
+                self.losses[info.stage],
+                f"{self.title}: {info.stage} {info.step}/{info.total}",
+                width=384,
+                height=224,
+            )
         self.progress.update(info.stage, info.step, info.total, preview)
 
 
@@ -325,8 +345,7 @@ def train_or_load(kind: str, key: str, prefix: str, train):
     if saved is not None:
         try:
             art = load_artifact(saved, expected_kind="subject" if kind == "fusion" else kind)
-            return art, saved, (f"loaded {saved.name}: the same request was trained before, "
-                                "not retrained")
+            return art, saved, (f"loaded {saved.name}: the same request was trained before, not retrained")
         except Exception:
             pass  # unreadable: train again
     ckpt = checkpoint_path(kind, key)

@@ -1,4 +1,5 @@
 """Load Model: a ZeroScope-layout diffusers folder from ``models/diffusers`` -> VIDEOMAGE_MODEL."""
+
 from __future__ import annotations
 
 import os
@@ -56,14 +57,18 @@ def model_error(model_name: str) -> str | None:
     if model_name in available_models():
         return None
     where = ", ".join(str(p) for p in bridge.diffusers_dirs())
-    return (f"model_name: no diffusers model '{model_name}' in {where}. Put the ZeroScope v2 576w "
-            f"diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) "
-            f"at models/diffusers/{model_name}")
+    return (
+        f"model_name: no diffusers model '{model_name}' in {where}. Put the ZeroScope v2 576w "
+        f"diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) "
+        f"at models/diffusers/{model_name}"
+    )
 
 
 class VideoMageLoadModel:
-    DESCRIPTION = ("Loads a ZeroScope / ModelScope-layout text-to-video model (a diffusers folder in "
-                   "models/diffusers) for the VideoMage nodes. Nothing is downloaded.")
+    DESCRIPTION = (
+        "Loads a ZeroScope / ModelScope-layout text-to-video model (a diffusers folder in "
+        "models/diffusers) for the VideoMage nodes. Nothing is downloaded."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = (MODEL,)
     RETURN_NAMES = ("model",)
@@ -72,15 +77,26 @@ class VideoMageLoadModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model_name": (sorted(available_models()), {
-                "tooltip": "A diffusers folder under models/diffusers (e.g. zeroscope_v2_576w)."}),
-            "dtype": (["auto", "fp32", "fp16", "bf16"], {
-                "default": "auto", "tooltip": "Weights precision. auto: fp16 on a GPU, fp32 on the CPU. "
-                "The VAE stays fp32 with fp16."}),
-            "device": (["auto", "cpu", "cuda"], {
-                "default": "auto", "tooltip": "Where the model runs. auto: ComfyUI's device."}),
-        }}
+        return {
+            "required": {
+                "model_name": (
+                    sorted(available_models()),
+                    {"tooltip": "A diffusers folder under models/diffusers (e.g. zeroscope_v2_576w)."},
+                ),
+                "dtype": (
+                    ["auto", "fp32", "fp16", "bf16"],
+                    {
+                        "default": "auto",
+                        "tooltip": "Weights precision. auto: fp16 on a GPU, fp32 on the CPU. "
+                        "The VAE stays fp32 with fp16.",
+                    },
+                ),
+                "device": (
+                    ["auto", "cpu", "cuda"],
+                    {"default": "auto", "tooltip": "Where the model runs. auto: ComfyUI's device."},
+                ),
+            }
+        }
 
     @classmethod
     def VALIDATE_INPUTS(cls, model_name, device):

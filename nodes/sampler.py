@@ -1,11 +1,24 @@
 """Collaborative Sampler: fused subject + motion -> video frames with SCS (method section 4)."""
+
 from __future__ import annotations
 
 import re
 import time
 
-from .common import FLOAT, INT, SEED, SIZE, STR, check_spec, clone, first_error, run_engine, size_error, \
-    text_image, ui_result
+from .common import (
+    FLOAT,
+    INT,
+    SEED,
+    SIZE,
+    STR,
+    check_spec,
+    clone,
+    first_error,
+    run_engine,
+    size_error,
+    text_image,
+    ui_result,
+)
 from .types import CATEGORY, IMAGE, MODEL, MOTION, STRING, SUBJECT
 
 MODES = {"SCS": "scs", "w/o SCS": "wo_scs"}
@@ -15,25 +28,33 @@ def prompt_error(prompt) -> str | None:
     if prompt is None:
         return None
     if not str(prompt).strip():
-        return "prompt: write the target prompt with the subjects' tokens, e.g. 'A <my_toy> riding a <my_dog>'"
+        return (
+            "prompt: write the target prompt with the subjects' tokens, e.g. 'A <my_toy> riding a <my_dog>'"
+        )
     if not re.search(r"<[A-Za-z0-9_\-]+>", str(prompt)):
-        return (f"prompt: {prompt!r} has no subject token in angle brackets; use the trained tokens, "
-                "e.g. 'A <my_toy> riding a <my_dog>'")
+        return (
+            f"prompt: {prompt!r} has no subject token in angle brackets; use the trained tokens, "
+            "e.g. 'A <my_toy> riding a <my_dog>'"
+        )
     return None
 
 
 class VideoMageCollaborativeSampler:
-    DESCRIPTION = ("Generates a video of the customized subjects performing the learned motion with "
-                   "Spatial-Temporal Collaborative Sampling (VideoMage, Algorithm 1): a subject branch and "
-                   "a motion branch guide each other's attention for the first tau steps, then their noise "
-                   "predictions are mixed. 'w/o SCS' applies both LoRAs at once (the ablation). Outputs "
-                   "frames for Create Video / Save Video / Save Animated WEBP.")
+    DESCRIPTION = (
+        "Generates a video of the customized subjects performing the learned motion with "
+        "Spatial-Temporal Collaborative Sampling (VideoMage, Algorithm 1): a subject branch and "
+        "a motion branch guide each other's attention for the first tau steps, then their noise "
+        "predictions are mixed. 'w/o SCS' applies both LoRAs at once (the ablation). Outputs "
+        "frames for Create Video / Save Video / Save Animated WEBP."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = (IMAGE, IMAGE, STRING)
     RETURN_NAMES = ("frames", "guidance_curve", "info")
-    OUTPUT_TOOLTIPS = ("The video frames [F, H, W, 3].",
-                       "The attention-alignment losses of the guided steps (SCS only).",
-                       "What was done.")
+    OUTPUT_TOOLTIPS = (
+        "The video frames [F, H, W, 3].",
+        "The attention-alignment losses of the guided steps (SCS only).",
+        "What was done.",
+    )
     FUNCTION = "sample"
 
     @classmethod
@@ -42,11 +63,21 @@ class VideoMageCollaborativeSampler:
             "required": {
                 "model": (MODEL, {"tooltip": "The base model the subject and motion were trained on."}),
                 "subject": (SUBJECT, {"tooltip": "A fused subject (several tokens) or a single subject."}),
-                "prompt": STR("A <my_toy> is riding a <my_dog>", "The target prompt with every token of the "
-                              "subject; the motion branch gets it with each token replaced by its "
-                              "superclass word.", multiline=True),
-                "mode": (list(MODES), {"default": "SCS", "tooltip": "SCS: the paper's sampler (needs a "
-                                       "motion). w/o SCS: both LoRAs in one model, plain DDIM (comparison)."}),
+                "prompt": STR(
+                    "A <my_toy> is riding a <my_dog>",
+                    "The target prompt with every token of the "
+                    "subject; the motion branch gets it with each token replaced by its "
+                    "superclass word.",
+                    multiline=True,
+                ),
+                "mode": (
+                    list(MODES),
+                    {
+                        "default": "SCS",
+                        "tooltip": "SCS: the paper's sampler (needs a "
+                        "motion). w/o SCS: both LoRAs in one model, plain DDIM (comparison).",
+                    },
+                ),
                 "frames": INT(24, 2, 1024, "Frames to generate (the paper: 24 at 8 fps)."),
                 "width": SIZE(576, "Video width"),
                 "height": SIZE(320, "Video height"),
@@ -54,36 +85,84 @@ class VideoMageCollaborativeSampler:
                 "cfg": FLOAT(9.0, 0.0, 100.0, 0.1, "Classifier-free guidance scale (the paper: 9.0)."),
                 "seed": SEED("Seed of the initial noise."),
                 "tau": INT(15, 0, 1000, "Collaborative guidance during the first tau steps (the paper: 15)."),
-                "alpha": FLOAT(10000.0, 0.0, 1e8, 100.0, "Guidance step size alpha_0, decaying to half by the "
-                               "end (the paper: 1e4)."),
-                "beta_s": FLOAT(0.5, 0.0, 1.0, 0.01, "Weight of the subject branch's noise (the paper: 0.5)."),
+                "alpha": FLOAT(
+                    10000.0,
+                    0.0,
+                    1e8,
+                    100.0,
+                    "Guidance step size alpha_0, decaying to half by the end (the paper: 1e4).",
+                ),
+                "beta_s": FLOAT(
+                    0.5, 0.0, 1.0, 0.01, "Weight of the subject branch's noise (the paper: 0.5)."
+                ),
                 "beta_m": FLOAT(0.5, 0.0, 1.0, 0.01, "Weight of the motion branch's noise (the paper: 0.5)."),
-                "noise_prior_beta": FLOAT(0.3, 0.0, 1.0, 0.01, "Share of the DDIM-inverted reference clip in "
-                                          "the initial noise (the paper: 0.3); 0 = plain noise."),
+                "noise_prior_beta": FLOAT(
+                    0.3,
+                    0.0,
+                    1.0,
+                    0.01,
+                    "Share of the DDIM-inverted reference clip in "
+                    "the initial noise (the paper: 0.3); 0 = plain noise.",
+                ),
             },
             "optional": {
                 "motion": (MOTION, {"tooltip": "The trained motion (required for SCS)."}),
-                "reference_frames": (IMAGE, {"tooltip": "Optional frames to invert for the noise prior "
-                                                        "instead of the motion's own reference clip."}),
+                "reference_frames": (
+                    IMAGE,
+                    {
+                        "tooltip": "Optional frames to invert for the noise prior "
+                        "instead of the motion's own reference clip."
+                    },
+                ),
                 "negative_prompt": STR("", "Optional negative prompt for classifier-free guidance."),
             },
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, prompt, width, height):
-        return first_error(prompt_error(prompt), check_spec(cls, "width", width),
-                           check_spec(cls, "height", height), size_error(width, height))
+        return first_error(
+            prompt_error(prompt),
+            check_spec(cls, "width", width),
+            check_spec(cls, "height", height),
+            size_error(width, height),
+        )
 
-    def sample(self, model, subject, prompt, mode, frames, width, height, steps, cfg, seed, tau, alpha, beta_s,
-               beta_m, noise_prior_beta, motion=None, reference_frames=None, negative_prompt=""):
+    def sample(
+        self,
+        model,
+        subject,
+        prompt,
+        mode,
+        frames,
+        width,
+        height,
+        steps,
+        cfg,
+        seed,
+        tau,
+        alpha,
+        beta_s,
+        beta_m,
+        noise_prior_beta,
+        motion=None,
+        reference_frames=None,
+        negative_prompt="",
+    ):
         import torch
 
         from videomage_core.pipeline import generate_video
         from videomage_core.plots import render_loss_curve
         from videomage_core.sampling import SampleSettings, SCSSettings, SCSStats
 
-        settings = SampleSettings(frames=frames, height=height, width=width, steps=steps, cfg=cfg, seed=seed,
-                                  negative_prompt=negative_prompt or "")
+        settings = SampleSettings(
+            frames=frames,
+            height=height,
+            width=width,
+            steps=steps,
+            cfg=cfg,
+            seed=seed,
+            negative_prompt=negative_prompt or "",
+        )
         scs = SCSSettings(tau=tau, alpha0=alpha, beta_s=beta_s, beta_m=beta_m)
         engine_mode = MODES.get(mode, mode)
         stats = SCSStats()
@@ -92,9 +171,20 @@ class VideoMageCollaborativeSampler:
         def fn(callback, cancel):
             with torch.inference_mode(False):
                 ref = clone(reference_frames)
-            return generate_video(model, subject, motion, prompt, settings, mode=engine_mode, scs=scs,
-                                  noise_prior_beta=noise_prior_beta, reference_frames=ref,
-                                  callback=callback, cancel=cancel, stats=stats)
+            return generate_video(
+                model,
+                subject,
+                motion,
+                prompt,
+                settings,
+                mode=engine_mode,
+                scs=scs,
+                noise_prior_beta=noise_prior_beta,
+                reference_frames=ref,
+                callback=callback,
+                cancel=cancel,
+                stats=stats,
+            )
 
         video = run_engine(fn, f"Sample ({mode})", {"scs" if engine_mode == "scs" else "sample": steps})
         video = video.detach().float().cpu().clamp(0, 1)
@@ -102,12 +192,18 @@ class VideoMageCollaborativeSampler:
         if stats.loss_s_to_m:
             total = [a + b for a, b in zip(stats.loss_s_to_m, stats.loss_m_to_s)]
             parts = [{"L_s->m": a, "L_m->s": b} for a, b in zip(stats.loss_s_to_m, stats.loss_m_to_s)]
-            curve = render_loss_curve(total, f"SCS guidance, {len(total)} guided steps", parts,
-                                      notes=[f"alpha {alpha:g}, tau {tau}"])
+            curve = render_loss_curve(
+                total,
+                f"SCS guidance, {len(total)} guided steps",
+                parts,
+                notes=[f"alpha {alpha:g}, tau {tau}"],
+            )
         else:
             curve = text_image(["no collaborative guidance", f"(mode {mode}, tau {tau})"])
-        info = (f"{mode}: {video.shape[0]} frames {width}x{height}, {steps} steps, seed {seed}, "
-                f"{seconds:.1f} s\nsubject {subject!r}\nmotion {motion!r}")
+        info = (
+            f"{mode}: {video.shape[0]} frames {width}x{height}, {steps} steps, seed {seed}, "
+            f"{seconds:.1f} s\nsubject {subject!r}\nmotion {motion!r}"
+        )
         return ui_result((video, curve, info), info)
 
 

@@ -1,10 +1,29 @@
 """Train Subject LoRA: 3-5 images of one subject -> a token + spatial LoRA (method section 1)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict
 
-from .common import (FLOAT, INT, SEED, SIZE, STR, check_spec, clone, display_path, first_error, loss_image, request_key,
-                     run_engine, safe_name, size_error, tensor_digest, train_or_load, cache_folder, ui_result)
+from .common import (
+    FLOAT,
+    INT,
+    SEED,
+    SIZE,
+    STR,
+    cache_folder,
+    check_spec,
+    clone,
+    display_path,
+    first_error,
+    loss_image,
+    request_key,
+    run_engine,
+    safe_name,
+    size_error,
+    tensor_digest,
+    train_or_load,
+    ui_result,
+)
 from .types import CATEGORY, IMAGE, MASK, MODEL, STRING, SUBJECT
 
 
@@ -14,21 +33,28 @@ def token_error(token) -> str | None:
     if token is None:
         return None
     if not TOKEN_PATTERN.match(str(token)):
-        return (f"token: expected a new word in angle brackets like '<my_toy>' (letters, digits, '_' "
-                f"or '-'), got {token!r}")
+        return (
+            f"token: expected a new word in angle brackets like '<my_toy>' (letters, digits, '_' "
+            f"or '-'), got {token!r}"
+        )
     return None
 
 
 class VideoMageTrainSubject:
-    DESCRIPTION = ("Learns one subject from 3-5 images: a new token (textual inversion) and a LoRA on the "
-                   "UNet's spatial layers, with L_sub + lambda1 * L_reg (VideoMage, section 1). The "
-                   "result is saved under output/loras/videomage/; the same request later (even after a "
-                   "restart) loads that file instead of training again.")
+    DESCRIPTION = (
+        "Learns one subject from 3-5 images: a new token (textual inversion) and a LoRA on the "
+        "UNet's spatial layers, with L_sub + lambda1 * L_reg (VideoMage, section 1). The "
+        "result is saved under output/loras/videomage/; the same request later (even after a "
+        "restart) loads that file instead of training again."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = (SUBJECT, IMAGE, STRING)
     RETURN_NAMES = ("subject", "loss_curve", "info")
-    OUTPUT_TOOLTIPS = ("The trained subject (token + spatial LoRA).", "The training loss per step.",
-                       "What was done: trained or loaded, the file, the settings.")
+    OUTPUT_TOOLTIPS = (
+        "The trained subject (token + spatial LoRA).",
+        "The training loss per step.",
+        "What was done: trained or loaded, the file, the settings.",
+    )
     FUNCTION = "train"
 
     @classmethod
@@ -36,63 +62,144 @@ class VideoMageTrainSubject:
         return {
             "required": {
                 "model": (MODEL, {"tooltip": "The base model from VideoMage Load Model."}),
-                "images": (IMAGE, {"tooltip": "3-5 images of the subject as one batch (e.g. Load Image + "
-                                              "Batch Images). Cropped to the aspect ratio and resized."}),
-                "token": STR("<my_toy>", "The new word that will mean this subject, in angle brackets; "
-                             "use it in prompts (e.g. 'A <my_toy> riding a horse')."),
-                "superclass": STR("toy", "The subject's class word (e.g. toy, dog, person): the token "
-                                  "starts from it and prompts fall back to it."),
+                "images": (
+                    IMAGE,
+                    {
+                        "tooltip": "3-5 images of the subject as one batch (e.g. Load Image + "
+                        "Batch Images). Cropped to the aspect ratio and resized."
+                    },
+                ),
+                "token": STR(
+                    "<my_toy>",
+                    "The new word that will mean this subject, in angle brackets; "
+                    "use it in prompts (e.g. 'A <my_toy> riding a horse').",
+                ),
+                "superclass": STR(
+                    "toy",
+                    "The subject's class word (e.g. toy, dog, person): the token "
+                    "starts from it and prompts fall back to it.",
+                ),
                 "steps": INT(300, 1, 100000, "Optimisation steps (the paper: 300)."),
                 "rank": INT(4, 1, 256, "LoRA rank (the paper: 4)."),
                 "lr_lora": FLOAT(1e-4, 1e-7, 1.0, 1e-5, "LoRA learning rate (the paper: 1e-4)."),
                 "lr_token": FLOAT(1e-3, 1e-7, 1.0, 1e-5, "Token embedding learning rate (the paper: 1e-3)."),
-                "lambda1": FLOAT(0.25, 0.0, 10.0, 0.01, "Weight of the regularisation loss L_reg that keeps "
-                                 "the model's motion prior (the paper: 0.25)."),
-                "seed": SEED("Seed of the noise, timesteps and LoRA init. Same seed + same inputs = same "
-                             "result, loaded from disk instead of retrained.", control=False),
+                "lambda1": FLOAT(
+                    0.25,
+                    0.0,
+                    10.0,
+                    0.01,
+                    "Weight of the regularisation loss L_reg that keeps "
+                    "the model's motion prior (the paper: 0.25).",
+                ),
+                "seed": SEED(
+                    "Seed of the noise, timesteps and LoRA init. Same seed + same inputs = same "
+                    "result, loaded from disk instead of retrained.",
+                    control=False,
+                ),
                 "width": SIZE(576, "Training width"),
                 "height": SIZE(320, "Training height"),
-                "prior_videos": INT(4, 1, 64, "Without auxiliary videos, L_reg uses this many videos of "
-                                    "the superclass generated once by the base model (cached)."),
+                "prior_videos": INT(
+                    4,
+                    1,
+                    64,
+                    "Without auxiliary videos, L_reg uses this many videos of "
+                    "the superclass generated once by the base model (cached).",
+                ),
                 "prior_frames": INT(8, 2, 128, "Frames of each generated prior video."),
                 "prior_steps": INT(25, 1, 500, "Sampling steps of each generated prior video."),
             },
             "optional": {
-                "masks": (MASK, {"tooltip": "Optional subject masks, one per image (1 = subject); the loss "
-                                            "is weighted to them. Load Image's MASK is 1 where the image "
-                                            "was transparent: invert it for a cut-out subject."}),
-                "aux_video": (IMAGE, {"tooltip": "Optional auxiliary video (frames as one batch) for L_reg "
-                                                 "instead of the generated prior videos."}),
+                "masks": (
+                    MASK,
+                    {
+                        "tooltip": "Optional subject masks, one per image (1 = subject); the loss "
+                        "is weighted to them. Load Image's MASK is 1 where the image "
+                        "was transparent: invert it for a cut-out subject."
+                    },
+                ),
+                "aux_video": (
+                    IMAGE,
+                    {
+                        "tooltip": "Optional auxiliary video (frames as one batch) for L_reg "
+                        "instead of the generated prior videos."
+                    },
+                ),
                 "aux_caption": STR("", "Caption of the auxiliary video (required with aux_video)."),
             },
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, token, superclass, width, height):
-        sc = None if superclass is None or str(superclass).strip() else \
-            "superclass: a class word is required (e.g. 'dog' for '<my_dog>')"
-        return first_error(token_error(token), sc, check_spec(cls, "width", width),
-                           check_spec(cls, "height", height), size_error(width, height))
+        sc = (
+            None
+            if superclass is None or str(superclass).strip()
+            else "superclass: a class word is required (e.g. 'dog' for '<my_dog>')"
+        )
+        return first_error(
+            token_error(token),
+            sc,
+            check_spec(cls, "width", width),
+            check_spec(cls, "height", height),
+            size_error(width, height),
+        )
 
-    def train(self, model, images, token, superclass, steps, rank, lr_lora, lr_token, lambda1, seed, width,
-              height, prior_videos, prior_frames, prior_steps, masks=None, aux_video=None, aux_caption=""):
+    def train(
+        self,
+        model,
+        images,
+        token,
+        superclass,
+        steps,
+        rank,
+        lr_lora,
+        lr_token,
+        lambda1,
+        seed,
+        width,
+        height,
+        prior_videos,
+        prior_frames,
+        prior_steps,
+        masks=None,
+        aux_video=None,
+        aux_caption="",
+    ):
         import torch
 
         from videomage_core.errors import VideoMageInputError
         from videomage_core.subject import SubjectSettings, train_subject
 
-        settings = SubjectSettings(token=token.strip(), superclass=superclass.strip(), steps=steps, rank=rank,
-                                   lr_lora=lr_lora, lr_token=lr_token, lambda1=lambda1, seed=seed,
-                                   height=height, width=width, prior_videos=prior_videos,
-                                   prior_frames=prior_frames, prior_steps=prior_steps)
+        settings = SubjectSettings(
+            token=token.strip(),
+            superclass=superclass.strip(),
+            steps=steps,
+            rank=rank,
+            lr_lora=lr_lora,
+            lr_token=lr_token,
+            lambda1=lambda1,
+            seed=seed,
+            height=height,
+            width=width,
+            prior_videos=prior_videos,
+            prior_frames=prior_frames,
+            prior_steps=prior_steps,
+        )
         aux = None
         if aux_video is not None:
             if not (aux_caption or "").strip():
                 raise VideoMageInputError("aux_caption", "the auxiliary video needs a caption")
             aux = [(aux_video, aux_caption.strip())]
-        key = request_key("subject", model, asdict(settings), {
-            "images": tensor_digest(images), "masks": tensor_digest(masks),
-            "aux_video": tensor_digest(aux_video), "aux_caption": (aux_caption or "").strip() if aux else None})
+        key = request_key(
+            "subject",
+            model,
+            asdict(settings),
+            {
+                "images": tensor_digest(images),
+                "masks": tensor_digest(masks),
+                "aux_video": tensor_digest(aux_video),
+                "aux_caption": (aux_caption or "").strip() if aux else None,
+            },
+        )
         live = {}
 
         def do_train(ckpt):
@@ -101,8 +208,18 @@ class VideoMageTrainSubject:
                 with torch.inference_mode(False):
                     imgs, msk = clone(images), clone(masks)
                     aux_in = [(clone(v), c) for v, c in aux] if aux else None
-                return train_subject(model, imgs, settings, masks=msk, aux_videos=aux_in, callback=callback,
-                                     cancel=cancel, checkpoint_path=ckpt, cache_dir=cache_folder())
+                return train_subject(
+                    model,
+                    imgs,
+                    settings,
+                    masks=msk,
+                    aux_videos=aux_in,
+                    callback=callback,
+                    cancel=cancel,
+                    checkpoint_path=ckpt,
+                    cache_dir=cache_folder(),
+                )
+
             return run_engine(fn, f"Train Subject {settings.token}", {"subject": steps})
 
         art, path, status = train_or_load("subject", key, f"subject_{safe_name(settings.token)}", do_train)

@@ -2,11 +2,11 @@
 
 CATEGORY = "VideoMage"
 
-MODEL = "VIDEOMAGE_MODEL"      # videomage_core.model.VideoMageModel
+MODEL = "VIDEOMAGE_MODEL"  # videomage_core.model.VideoMageModel
 SUBJECT = "VIDEOMAGE_SUBJECT"  # videomage_core.artifacts.LoraArtifact, kind "subject" (single or fused)
-MOTION = "VIDEOMAGE_MOTION"    # videomage_core.artifacts.LoraArtifact, kind "motion"
-IMAGE = "IMAGE"                # float [N, H, W, 3] 0..1; a video is one batch of frames
-MASK = "MASK"                  # float [N, H, W] 0..1
+MOTION = "VIDEOMAGE_MOTION"  # videomage_core.artifacts.LoraArtifact, kind "motion"
+IMAGE = "IMAGE"  # float [N, H, W, 3] 0..1; a video is one batch of frames
+MASK = "MASK"  # float [N, H, W] 0..1
 STRING = "STRING"
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF

@@ -5,6 +5,7 @@ template browser load), ``workflows/<stem>.jpg`` (thumbnail) and ``workflows/api
     python scripts/build_workflows.py            # rewrite them all
     python scripts/build_workflows.py --check    # exit 1 if a file differs from what would be written
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,12 +41,24 @@ class Graph:
         assert not values, f"{class_type}: unknown widgets {values}"
         nid = len(self.nodes) + 1
         inputs = [{"name": n, "type": t, "link": None} for n, t, _ in link_inputs(spec)]
-        outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
-                   for i, (n, t) in enumerate(zip(spec["output_names"], spec["output"]))]
+        outputs = [
+            {"name": n, "type": t, "links": [], "slot_index": i}
+            for i, (n, t) in enumerate(zip(spec["output_names"], spec["output"]))
+        ]
         n_rows = max(len(inputs), len(outputs)) + len(widgets)
-        node = {"id": nid, "type": class_type, "pos": list(pos), "size": [330, 46 + 24 * n_rows],
-                "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs,
-                "properties": {"Node name for S&R": class_type}, "widgets_values": widgets}
+        node = {
+            "id": nid,
+            "type": class_type,
+            "pos": list(pos),
+            "size": [330, 46 + 24 * n_rows],
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+            "inputs": inputs,
+            "outputs": outputs,
+            "properties": {"Node name for S&R": class_type},
+            "widgets_values": widgets,
+        }
         if title:
             node["title"] = title
         self.nodes.append(node)
@@ -76,9 +89,16 @@ class Graph:
             n["order"] = order.index(n["id"])
             for o in n["outputs"]:
                 o["links"] = o["links"] or None
-        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-                "links": self.links, "groups": [], "config": {},
-                "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}}, "version": 0.4}
+        return {
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": self.nodes,
+            "links": self.links,
+            "groups": [],
+            "config": {},
+            "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}},
+            "version": 0.4,
+        }
 
 
 def col(i, row=0):
@@ -87,23 +107,46 @@ def col(i, row=0):
 
 def subject_branch(g, model, row, shape, colour, texture, token, superclass, seed, tiny):
     size = {"width": 64, "height": 64} if tiny else {}
-    s = g.add("VideoMageShapesWorldSubject", {"shape": shape, "colour": colour, "texture": texture, "count": 4,
-                                              "seed": seed, **size}, pos=col(0, row))
-    t = g.add("VideoMageTrainSubject", {"token": token, "superclass": superclass, "seed": seed, **size,
-                                        **(TINY_TRAIN if tiny else {})},
-              links={"model": (model, 0), "images": (s, 0), "masks": (s, 1)}, pos=col(1, row))
+    s = g.add(
+        "VideoMageShapesWorldSubject",
+        {"shape": shape, "colour": colour, "texture": texture, "count": 4, "seed": seed, **size},
+        pos=col(0, row),
+    )
+    t = g.add(
+        "VideoMageTrainSubject",
+        {"token": token, "superclass": superclass, "seed": seed, **size, **(TINY_TRAIN if tiny else {})},
+        links={"model": (model, 0), "images": (s, 0), "masks": (s, 1)},
+        pos=col(1, row),
+    )
     return t
 
 
 def motion_branch(g, model, row, tiny):
     size = {"width": 64, "height": 64} if tiny else {}
-    v = g.add("VideoMageShapesWorldMotion", {"interaction": "chase", "shape_a": "circle", "colour_a": "blue",
-                                             "shape_b": "square", "colour_b": "yellow",
-                                             "frames": 8 if tiny else 24, **size}, pos=col(0, row))
-    t = g.add("VideoMageTrainMotion", {"motion_prompt": "a circle chases a square",
-                                       "reference_words": "circle, square", **size,
-                                       **({"steps": 4, "inversion_steps": 2, "rank": 2} if tiny else {})},
-              links={"model": (model, 0), "video": (v, 0), "masks": (v, 1)}, pos=col(1, row))
+    v = g.add(
+        "VideoMageShapesWorldMotion",
+        {
+            "interaction": "chase",
+            "shape_a": "circle",
+            "colour_a": "blue",
+            "shape_b": "square",
+            "colour_b": "yellow",
+            "frames": 8 if tiny else 24,
+            **size,
+        },
+        pos=col(0, row),
+    )
+    t = g.add(
+        "VideoMageTrainMotion",
+        {
+            "motion_prompt": "a circle chases a square",
+            "reference_words": "circle, square",
+            **size,
+            **({"steps": 4, "inversion_steps": 2, "rank": 2} if tiny else {}),
+        },
+        links={"model": (model, 0), "video": (v, 0), "masks": (v, 1)},
+        pos=col(1, row),
+    )
     return t
 
 
@@ -118,15 +161,32 @@ def full_pipeline(tiny=False):
     a = subject_branch(g, m, 0, "star", "red", "stripes", "<red_star>", "star", 0, tiny)
     b = subject_branch(g, m, 560, "ring", "green", "dots", "<green_ring>", "ring", 1, tiny)
     mo = motion_branch(g, m, 1120, tiny)
-    f = g.add("VideoMageFuseSubjects", {**size, **({"steps": 4, "frames": 4, "generation_steps": 2,
-                                                    "videos_per_subject": 1, "cutmix_videos": 2} if tiny else {})},
-              links={"model": (m, 0), "subject_1": (a, 0), "subject_2": (b, 0)}, pos=col(2, 0))
+    f = g.add(
+        "VideoMageFuseSubjects",
+        {
+            **size,
+            **(
+                {"steps": 4, "frames": 4, "generation_steps": 2, "videos_per_subject": 1, "cutmix_videos": 2}
+                if tiny
+                else {}
+            ),
+        },
+        links={"model": (m, 0), "subject_1": (a, 0), "subject_2": (b, 0)},
+        pos=col(2, 0),
+    )
     g.add("PreviewImage", links={"images": (f, 2)}, pos=col(3, 0), title="CutMix preview")
-    s = g.add("VideoMageCollaborativeSampler", {"prompt": PROMPT, **size,
-                                                **({"frames": 8, "steps": 4, "tau": 2} if tiny else {})},
-              links={"model": (m, 0), "subject": (f, 0), "motion": (mo, 0)}, pos=col(2, 640))
-    g.add("SaveAnimatedWEBP", {"filename_prefix": "videomage/quick_test" if tiny else "videomage/full_pipeline",
-                               "fps": 8.0}, links={"images": (s, 0)}, pos=col(3, 640))
+    s = g.add(
+        "VideoMageCollaborativeSampler",
+        {"prompt": PROMPT, **size, **({"frames": 8, "steps": 4, "tau": 2} if tiny else {})},
+        links={"model": (m, 0), "subject": (f, 0), "motion": (mo, 0)},
+        pos=col(2, 640),
+    )
+    g.add(
+        "SaveAnimatedWEBP",
+        {"filename_prefix": "videomage/quick_test" if tiny else "videomage/full_pipeline", "fps": 8.0},
+        links={"images": (s, 0)},
+        pos=col(3, 640),
+    )
     return g
 
 
@@ -134,8 +194,12 @@ def train_subject():
     g = Graph()
     m = g.add("VideoMageLoadModel", {"model_name": MODEL}, pos=col(0, -200))
     t = subject_branch(g, m, 0, "star", "red", "stripes", "<red_star>", "star", 0, False)
-    g.add("VideoMageSaveSubject", {"filename_prefix": "my_subjects/red_star"}, links={"subject": (t, 0)},
-          pos=col(2, 0))
+    g.add(
+        "VideoMageSaveSubject",
+        {"filename_prefix": "my_subjects/red_star"},
+        links={"subject": (t, 0)},
+        pos=col(2, 0),
+    )
     return g
 
 
@@ -143,8 +207,12 @@ def train_motion():
     g = Graph()
     m = g.add("VideoMageLoadModel", {"model_name": MODEL}, pos=col(0, -200))
     t = motion_branch(g, m, 0, False)
-    g.add("VideoMageSaveMotion", {"filename_prefix": "my_motions/chase"}, links={"motion": (t, 0)},
-          pos=col(2, 0))
+    g.add(
+        "VideoMageSaveMotion",
+        {"filename_prefix": "my_motions/chase"},
+        links={"motion": (t, 0)},
+        pos=col(2, 0),
+    )
     return g
 
 
@@ -154,7 +222,9 @@ SAVED_MOTION = "videomage/motion_circle-square_00001_.safetensors"
 
 def _loaders(g):
     m = g.add("VideoMageLoadModel", {"model_name": MODEL}, pos=col(0, 0))
-    s = g.add("VideoMageLoadSubject", {"subject_file": SAVED_SUBJECT}, links={"model": (m, 0)}, pos=col(0, 220))
+    s = g.add(
+        "VideoMageLoadSubject", {"subject_file": SAVED_SUBJECT}, links={"model": (m, 0)}, pos=col(0, 220)
+    )
     mo = g.add("VideoMageLoadMotion", {"motion_file": SAVED_MOTION}, links={"model": (m, 0)}, pos=col(0, 440))
     return m, s, mo
 
@@ -162,24 +232,50 @@ def _loaders(g):
 def sample_saved():
     g = Graph()
     m, s, mo = _loaders(g)
-    x = g.add("VideoMageCollaborativeSampler", {"prompt": PROMPT},
-              links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)}, pos=col(1, 0))
-    g.add("SaveAnimatedWEBP", {"filename_prefix": "videomage/sample", "fps": 8.0}, links={"images": (x, 0)},
-          pos=col(2, 0))
+    x = g.add(
+        "VideoMageCollaborativeSampler",
+        {"prompt": PROMPT},
+        links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)},
+        pos=col(1, 0),
+    )
+    g.add(
+        "SaveAnimatedWEBP",
+        {"filename_prefix": "videomage/sample", "fps": 8.0},
+        links={"images": (x, 0)},
+        pos=col(2, 0),
+    )
     return g
 
 
 def scs_vs_wo_scs():
     g = Graph()
     m, s, mo = _loaders(g)
-    a = g.add("VideoMageCollaborativeSampler", {"prompt": PROMPT, "mode": "SCS"},
-              links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)}, pos=col(1, 0), title="SCS")
-    b = g.add("VideoMageCollaborativeSampler", {"prompt": PROMPT, "mode": "w/o SCS"},
-              links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)}, pos=col(1, 600), title="w/o SCS")
-    st = g.add("ImageStitch", {"spacing_width": 8, "spacing_color": "black"},
-               links={"image1": (a, 0), "image2": (b, 0)}, pos=col(2, 0))
-    g.add("SaveAnimatedWEBP", {"filename_prefix": "videomage/scs_vs_wo_scs", "fps": 8.0},
-          links={"images": (st, 0)}, pos=col(3, 0))
+    a = g.add(
+        "VideoMageCollaborativeSampler",
+        {"prompt": PROMPT, "mode": "SCS"},
+        links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)},
+        pos=col(1, 0),
+        title="SCS",
+    )
+    b = g.add(
+        "VideoMageCollaborativeSampler",
+        {"prompt": PROMPT, "mode": "w/o SCS"},
+        links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)},
+        pos=col(1, 600),
+        title="w/o SCS",
+    )
+    st = g.add(
+        "ImageStitch",
+        {"spacing_width": 8, "spacing_color": "black"},
+        links={"image1": (a, 0), "image2": (b, 0)},
+        pos=col(2, 0),
+    )
+    g.add(
+        "SaveAnimatedWEBP",
+        {"filename_prefix": "videomage/scs_vs_wo_scs", "fps": 8.0},
+        links={"images": (st, 0)},
+        pos=col(3, 0),
+    )
     return g
 
 
@@ -213,20 +309,32 @@ def thumbnail(ui: dict, path: Path) -> None:
         bx0 = ox + (n["pos"][0] - x0) * scale
         by0 = oy + (n["pos"][1] - y0) * scale
         box[n["id"]] = (bx0, by0, bx0 + n["size"][0] * scale, by0 + n["size"][1] * scale)
-    colours = {"VIDEOMAGE_MODEL": (180, 140, 255), "VIDEOMAGE_SUBJECT": (255, 160, 80),
-               "VIDEOMAGE_MOTION": (90, 200, 255), "IMAGE": (120, 220, 140), "MASK": (120, 220, 200)}
+    colours = {
+        "VIDEOMAGE_MODEL": (180, 140, 255),
+        "VIDEOMAGE_SUBJECT": (255, 160, 80),
+        "VIDEOMAGE_MOTION": (90, 200, 255),
+        "IMAGE": (120, 220, 140),
+        "MASK": (120, 220, 200),
+    }
     for lid, src, slot, dst, dslot, ltype in ui["links"]:
         a, b = box[src], box[dst]
-        d.line([(a[2], a[1] + 10 + 6 * slot), (b[0], b[1] + 10 + 6 * dslot)], fill=colours.get(ltype, (200, 200, 200)),
-               width=2)
+        d.line(
+            [(a[2], a[1] + 10 + 6 * slot), (b[0], b[1] + 10 + 6 * dslot)],
+            fill=colours.get(ltype, (200, 200, 200)),
+            width=2,
+        )
     for n in ui["nodes"]:
         b = box[n["id"]]
         vm = n["type"].startswith("VideoMage")
-        d.rounded_rectangle(b, radius=4, fill=(53, 57, 66) if vm else (45, 48, 55),
-                            outline=(120, 170, 255) if vm else (110, 110, 120))
+        d.rounded_rectangle(
+            b,
+            radius=4,
+            fill=(53, 57, 66) if vm else (45, 48, 55),
+            outline=(120, 170, 255) if vm else (110, 110, 120),
+        )
         title = n.get("title") or node_spec(n["type"])["display"]
         title = title.replace("VideoMage ", "").replace(" (example data)", "")
-        d.text((b[0] + 4, b[1] + 3), title[:int((b[2] - b[0]) / 6)], fill=(235, 235, 240), font=_font(10))
+        d.text((b[0] + 4, b[1] + 3), title[: int((b[2] - b[0]) / 6)], fill=(235, 235, 240), font=_font(10))
     img.save(path, "JPEG", quality=88)
 
 

@@ -5,14 +5,15 @@ Standard library only. Examples:
 
     python scripts/queue_workflow.py workflows/api/videomage_full_pipeline.json
     python scripts/queue_workflow.py workflows/api/videomage_sample_saved.json \\
-        --server 127.0.0.1:8188 --set 4.inputs.steps=30 --set 4.inputs.prompt="a <red_star> chases a <green_ring>" \\
-        --out downloads/
+        --server 127.0.0.1:8188 --set 4.inputs.steps=30 \\
+        --set 4.inputs.prompt="a <red_star> chases a <green_ring>" --out downloads/
 
 ``--set NODE.inputs.NAME=VALUE`` (or ``NODE.NAME=VALUE``) overrides an input; VALUE is read as JSON
 when it parses (numbers, true/false, lists), else as a string. ``--ui FILE`` embeds the UI workflow in
 the saved images/videos so that dropping them on ComfyUI restores the graph. Exit status: 0 success,
 1 refused or failed, 2 interrupted, 3 timed out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ class WebSocket:
     def __init__(self, host: str, port: int, path: str, timeout: float = 10.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         self.sock.sendall(request.encode())
         head = b""
         while b"\r\n\r\n" not in head:
@@ -111,8 +114,12 @@ class ComfyClient:
 
     def request(self, path: str, data=None, method=None, timeout: float = 30.0):
         body = None if data is None else json.dumps(data).encode()
-        req = urllib.request.Request(self.base + path, data=body, method=method,
-                                     headers={"Content-Type": "application/json"} if body else {})
+        req = urllib.request.Request(
+            self.base + path,
+            data=body,
+            method=method,
+            headers={"Content-Type": "application/json"} if body else {},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()
         return json.loads(raw) if raw and raw[:1] in (b"{", b"[") else raw
@@ -166,8 +173,13 @@ class ComfyClient:
             time.sleep(0.1)
 
     def download(self, item: dict, folder: str) -> str:
-        query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
-                                        "type": item.get("type", "output")})
+        query = urllib.parse.urlencode(
+            {
+                "filename": item["filename"],
+                "subfolder": item.get("subfolder", ""),
+                "type": item.get("type", "output"),
+            }
+        )
         with urllib.request.urlopen(f"{self.base}/view?{query}", timeout=60) as r:
             data = r.read()
         os.makedirs(folder, exist_ok=True)
@@ -183,7 +195,9 @@ def output_files(history_entry: dict, types=("output",)) -> list[dict]:
     for node_out in (history_entry.get("outputs") or {}).values():
         for key, items in node_out.items():
             if isinstance(items, list):
-                files += [i for i in items if isinstance(i, dict) and "filename" in i and i.get("type") in types]
+                files += [
+                    i for i in items if isinstance(i, dict) and "filename" in i and i.get("type") in types
+                ]
     return files
 
 
@@ -211,7 +225,9 @@ def format_errors(body: dict) -> str:
         lines.append(f"{err.get('message', '')} {err.get('details', '')}".strip())
     for node_id, node in (body.get("node_errors") or {}).items():
         for e in node.get("errors", []):
-            lines.append(f"  node {node_id} ({node.get('class_type')}): {e.get('message')}: {e.get('details')}")
+            lines.append(
+                f"  node {node_id} ({node.get('class_type')}): {e.get('message')}: {e.get('details')}"
+            )
     return "\n".join(lines)
 
 
@@ -228,8 +244,11 @@ def main(argv=None) -> int:
     with open(args.workflow) as f:
         prompt = json.load(f)
     if "nodes" in prompt and "links" in prompt:
-        print(f"{args.workflow} is a UI-format workflow; use its API twin (workflows/api/) or the "
-              "frontend's 'Export (API)'", file=sys.stderr)
+        print(
+            f"{args.workflow} is a UI-format workflow; use its API twin (workflows/api/) or the "
+            "frontend's 'Export (API)'",
+            file=sys.stderr,
+        )
         return 1
     prompt = apply_sets(prompt, args.set)
     workflow = None
@@ -262,8 +281,11 @@ def main(argv=None) -> int:
     print()
     if result["status"] == "error":
         e = result["error"]
-        print(f"failed in node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type')}: "
-              f"{e.get('exception_message')}", file=sys.stderr)
+        print(
+            f"failed in node {e.get('node_id')} ({e.get('node_type')}): {e.get('exception_type')}: "
+            f"{e.get('exception_message')}",
+            file=sys.stderr,
+        )
         return 1
     if result["status"] == "interrupted":
         print("interrupted", file=sys.stderr)

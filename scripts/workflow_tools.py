@@ -2,6 +2,7 @@
 order as the ComfyUI frontend builds it, UI-format -> API-format conversion (what the frontend's
 ``graphToPrompt()`` does), and tiny-model overrides for tests. Standard library + the pack only.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,27 +17,35 @@ if str(REPO) not in sys.path:
 # 0.3.64 (nodes.py, comfy_extras/nodes_images.py). The real-server test checks them against
 # /object_info.
 CORE_NODES = {
-    "PreviewImage": {
-        "input": {"required": {"images": ("IMAGE",)}},
-        "output": (), "display": "Preview Image"},
+    "PreviewImage": {"input": {"required": {"images": ("IMAGE",)}}, "output": (), "display": "Preview Image"},
     "SaveAnimatedWEBP": {
-        "input": {"required": {
-            "images": ("IMAGE",),
-            "filename_prefix": ("STRING", {"default": "ComfyUI"}),
-            "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
-            "lossless": ("BOOLEAN", {"default": True}),
-            "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
-            "method": (["default", "fastest", "slowest"],)}},
-        "output": (), "display": "SaveAnimatedWEBP"},
+        "input": {
+            "required": {
+                "images": ("IMAGE",),
+                "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+                "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+                "lossless": ("BOOLEAN", {"default": True}),
+                "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
+                "method": (["default", "fastest", "slowest"],),
+            }
+        },
+        "output": (),
+        "display": "SaveAnimatedWEBP",
+    },
     "ImageStitch": {
-        "input": {"required": {
-            "image1": ("IMAGE",),
-            "direction": (["right", "down", "left", "up"], {"default": "right"}),
-            "match_image_size": ("BOOLEAN", {"default": True}),
-            "spacing_width": ("INT", {"default": 0, "min": 0, "max": 1024, "step": 2}),
-            "spacing_color": (["white", "black", "red", "green", "blue"], {"default": "white"})},
-            "optional": {"image2": ("IMAGE",)}},
-        "output": ("IMAGE",), "display": "Image Stitch"},
+        "input": {
+            "required": {
+                "image1": ("IMAGE",),
+                "direction": (["right", "down", "left", "up"], {"default": "right"}),
+                "match_image_size": ("BOOLEAN", {"default": True}),
+                "spacing_width": ("INT", {"default": 0, "min": 0, "max": 1024, "step": 2}),
+                "spacing_color": (["white", "black", "red", "green", "blue"], {"default": "white"}),
+            },
+            "optional": {"image2": ("IMAGE",)},
+        },
+        "output": ("IMAGE",),
+        "display": "Image Stitch",
+    },
 }
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -53,9 +62,12 @@ def node_spec(class_type: str) -> dict | None:
     classes, names = pack_nodes()
     if class_type in classes:
         cls = classes[class_type]
-        return {"input": cls.INPUT_TYPES(), "output": tuple(cls.RETURN_TYPES),
-                "output_names": tuple(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
-                "display": names.get(class_type, class_type)}
+        return {
+            "input": cls.INPUT_TYPES(),
+            "output": tuple(cls.RETURN_TYPES),
+            "output_names": tuple(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
+            "display": names.get(class_type, class_type),
+        }
     if class_type in CORE_NODES:
         spec = dict(CORE_NODES[class_type])
         spec.setdefault("output_names", spec["output"])
@@ -117,8 +129,11 @@ def ui_to_api(ui: dict) -> dict:
             if inp.get("link") is not None:
                 link = links[inp["link"]]
                 inputs[inp["name"]] = [str(link[1]), link[2]]
-        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"],
-                                "_meta": {"title": node.get("title") or spec["display"]}}
+        api[str(node["id"])] = {
+            "inputs": inputs,
+            "class_type": node["type"],
+            "_meta": {"title": node.get("title") or spec["display"]},
+        }
     return api
 
 
@@ -126,11 +141,25 @@ def ui_to_api(ui: dict) -> dict:
 TINY = {
     "VideoMageShapesWorldSubject": {"count": 3, "width": 64, "height": 64},
     "VideoMageShapesWorldMotion": {"frames": 4, "width": 64, "height": 64},
-    "VideoMageTrainSubject": {"steps": 2, "rank": 2, "width": 64, "height": 64, "prior_videos": 1,
-                              "prior_frames": 2, "prior_steps": 1},
+    "VideoMageTrainSubject": {
+        "steps": 2,
+        "rank": 2,
+        "width": 64,
+        "height": 64,
+        "prior_videos": 1,
+        "prior_frames": 2,
+        "prior_steps": 1,
+    },
     "VideoMageTrainMotion": {"steps": 2, "inversion_steps": 1, "rank": 2, "width": 64, "height": 64},
-    "VideoMageFuseSubjects": {"steps": 2, "width": 64, "height": 64, "frames": 2, "generation_steps": 1,
-                              "videos_per_subject": 1, "cutmix_videos": 1},
+    "VideoMageFuseSubjects": {
+        "steps": 2,
+        "width": 64,
+        "height": 64,
+        "frames": 2,
+        "generation_steps": 1,
+        "videos_per_subject": 1,
+        "cutmix_videos": 1,
+    },
     "VideoMageCollaborativeSampler": {"frames": 3, "width": 64, "height": 64, "steps": 2, "tau": 1},
 }
 

@@ -7,6 +7,7 @@ test_comfyui_server.py), Chromium (``CHROMIUM``, default /usr/bin/chromium), nod
 ``npm install --prefix /opt/pw playwright-core``). ``VIDEOMAGE_UPDATE_SCREENSHOT=1`` rewrites
 docs/comfyui_full_pipeline.png.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from test_comfyui_server import COMFY_ROOT, LOOKED, REPO, Server  # noqa: F401  (the same fixtures' recipe)
 
 PW = os.environ.get("PLAYWRIGHT_CORE", "/opt/pw/node_modules/playwright-core")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-missing = [what for what, ok in (("ComfyUI (" + "; ".join(LOOKED) + ")", COMFY_ROOT is not None),
-                                 (f"Chromium at {CHROMIUM}", Path(CHROMIUM).exists()),
-                                 ("node", shutil.which("node") is not None),
-                                 (f"playwright-core at {PW}", Path(PW).is_dir())) if not ok]
+missing = [
+    what
+    for what, ok in (
+        ("ComfyUI (" + "; ".join(LOOKED) + ")", COMFY_ROOT is not None),
+        (f"Chromium at {CHROMIUM}", Path(CHROMIUM).exists()),
+        ("node", shutil.which("node") is not None),
+        (f"playwright-core at {PW}", Path(PW).is_dir()),
+    )
+    if not ok
+]
 pytestmark = pytest.mark.skipif(bool(missing), reason="browser test needs: " + ", ".join(missing))
 
 
@@ -34,8 +40,9 @@ def server(tmp_path_factory):
     for d in ("output", "input", "user", "temp", "custom_nodes", "models/diffusers"):
         (w / d).mkdir(parents=True, exist_ok=True)
     os.symlink(REPO, w / "custom_nodes" / "videomage")
-    (w / "extra_paths.yaml").write_text(f"videomage_test:\n  base_path: {w}\n  custom_nodes: custom_nodes\n"
-                                        f"  diffusers: models/diffusers\n")
+    (w / "extra_paths.yaml").write_text(
+        f"videomage_test:\n  base_path: {w}\n  custom_nodes: custom_nodes\n  diffusers: models/diffusers\n"
+    )
     s = Server(COMFY_ROOT, w).start()
     # a fresh user folder shows a "Get Started" dialog over the canvas
     s.client().request("/api/settings/Comfy.TutorialCompleted", True, method="POST")
@@ -47,9 +54,20 @@ def test_workflows_load_in_the_frontend(server, tmp_path):
     out = tmp_path / "result.json"
     shot = tmp_path / "full_pipeline.png"
     env = {**os.environ, "PLAYWRIGHT_CORE": PW, "CHROMIUM": CHROMIUM}
-    proc = subprocess.run(["node", str(REPO / "tests" / "browser" / "check_workflows.js"),
-                           f"http://127.0.0.1:{server.port}", str(REPO / "workflows"), str(out), str(shot)],
-                          env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            "node",
+            str(REPO / "tests" / "browser" / "check_workflows.js"),
+            f"http://127.0.0.1:{server.port}",
+            str(REPO / "workflows"),
+            str(out),
+            str(shot),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     stems = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
@@ -60,7 +78,9 @@ def test_workflows_load_in_the_frontend(server, tmp_path):
             got = result[route][stem]
             assert got.get("count") == len(ui["nodes"]), (route, stem, got.get("status"))
             assert got["missing"] == [], (route, stem)
-            assert got["output"] == api, f"{route} {stem}: graphToPrompt() differs from workflows/api/{stem}.json"
+            assert got["output"] == api, (
+                f"{route} {stem}: graphToPrompt() differs from workflows/api/{stem}.json"
+            )
     assert not result["missingDialog"]
     assert shot.is_file() and shot.stat().st_size > 10000
     if os.environ.get("VIDEOMAGE_UPDATE_SCREENSHOT"):

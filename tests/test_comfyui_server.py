@@ -4,11 +4,11 @@ Skipped unless a ComfyUI checkout is found: ``COMFYUI_DIR``, the ComfyUI whose `
 holds this pack, or ``~/ComfyUI``. Its Python is ``COMFYUI_PYTHON``, else ``<ComfyUI>/.venv`` or
 ``<ComfyUI>/venv``, else this interpreter. Nothing here installs ComfyUI.
 """
+
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -53,8 +53,12 @@ def comfy_python(root: Path) -> str:
 
 
 COMFY_ROOT, LOOKED = find_comfyui()
-pytestmark = pytest.mark.skipif(COMFY_ROOT is None, reason="no ComfyUI checkout found; looked at: "
-                                + "; ".join(LOOKED) + ". Set COMFYUI_DIR to run the real-server tests.")
+pytestmark = pytest.mark.skipif(
+    COMFY_ROOT is None,
+    reason="no ComfyUI checkout found; looked at: "
+    + "; ".join(LOOKED)
+    + ". Set COMFYUI_DIR to run the real-server tests.",
+)
 
 
 def free_port() -> int:
@@ -73,11 +77,29 @@ class Server:
     def start(self, timeout: float = 120.0):
         self.port = free_port()
         w = self.work
-        cmd = [comfy_python(self.root), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--disable-auto-launch", "--disable-api-nodes",
-               "--output-directory", str(w / "output"), "--input-directory", str(w / "input"),
-               "--user-directory", str(w / "user"), "--temp-directory", str(w / "temp"),
-               "--database-url", "sqlite:///:memory:", "--extra-model-paths-config", str(w / "extra_paths.yaml")]
+        cmd = [
+            comfy_python(self.root),
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-auto-launch",
+            "--disable-api-nodes",
+            "--output-directory",
+            str(w / "output"),
+            "--input-directory",
+            str(w / "input"),
+            "--user-directory",
+            str(w / "user"),
+            "--temp-directory",
+            str(w / "temp"),
+            "--database-url",
+            "sqlite:///:memory:",
+            "--extra-model-paths-config",
+            str(w / "extra_paths.yaml"),
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(cmd, cwd=self.root, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -119,8 +141,9 @@ def work(tmp_path_factory):
         (w / d).mkdir(parents=True, exist_ok=True)
     os.symlink(REPO, w / "custom_nodes" / PACK_DIR_NAME)
     build_tiny_model(w / "models" / "diffusers" / "zeroscope_v2_576w", seed=0)
-    (w / "extra_paths.yaml").write_text(f"videomage_test:\n  base_path: {w}\n  custom_nodes: custom_nodes\n"
-                                        f"  diffusers: models/diffusers\n")
+    (w / "extra_paths.yaml").write_text(
+        f"videomage_test:\n  base_path: {w}\n  custom_nodes: custom_nodes\n  diffusers: models/diffusers\n"
+    )
     return w
 
 
@@ -174,9 +197,13 @@ def test_pack_loads_and_object_info_matches(server):
     assert "zeroscope_v2_576w" in info["VideoMageLoadModel"]["input"]["required"]["model_name"][0]
     for core in CORE_NODES:  # the specs the offline workflow checks use
         ours = [n for n, _, control in widget_layout(node_spec(core)) if not control]
-        theirs = [n for g in ("required", "optional") for n in info[core]["input_order"].get(g, [])
-                  if not isinstance(info[core]["input"][g][n][0], str) or
-                  info[core]["input"][g][n][0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+        theirs = [
+            n
+            for g in ("required", "optional")
+            for n in info[core]["input_order"].get(g, [])
+            if not isinstance(info[core]["input"][g][n][0], str)
+            or info[core]["input"][g][n][0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+        ]
         assert ours == theirs, core
 
 
@@ -188,8 +215,14 @@ def test_templates_are_listed(server):
     assert raw["nodes"], "the template browser serves the UI-format file"
 
 
-ORDER = ["videomage_full_pipeline", "videomage_train_subject", "videomage_train_motion",
-         "videomage_sample_saved", "videomage_scs_vs_wo_scs", "videomage_quick_test_tiny"]
+ORDER = [
+    "videomage_full_pipeline",
+    "videomage_train_subject",
+    "videomage_train_motion",
+    "videomage_sample_saved",
+    "videomage_scs_vs_wo_scs",
+    "videomage_quick_test_tiny",
+]
 
 
 def test_every_workflow_runs(server, work):
@@ -201,7 +234,9 @@ def test_every_workflow_runs(server, work):
         t0 = time.monotonic()
         result = run(client, api(stem), ui(stem), on_event=events.append)
         timings[stem] = round(time.monotonic() - t0, 1)
-        assert result["status"] == "success", f"{stem}: {result.get('error') or result.get('body')}\n{server.tail()}"
+        assert result["status"] == "success", (
+            f"{stem}: {result.get('error') or result.get('body')}\n{server.tail()}"
+        )
         entry = client.history(result["prompt_id"])
         assert entry["status"]["status_str"] == "success"
         files = output_files(entry, types=("output", "temp"))  # videos, and the loss-curve previews
@@ -218,7 +253,9 @@ def test_every_workflow_runs(server, work):
     print("workflow seconds:", timings)
     names = artifact_files(work)
     assert "fused_red_star+green_ring_00001_.safetensors" in names
-    assert "my_subjects/red_star_00001_.safetensors" in names and "my_motions/chase_00001_.safetensors" in names
+    assert (
+        "my_subjects/red_star_00001_.safetensors" in names and "my_motions/chase_00001_.safetensors" in names
+    )
     assert not [n for n in names if ".partial" in n or n.endswith(".tmp")]
 
 
@@ -263,7 +300,10 @@ def test_broken_prompts_are_refused_clearly(server):
     bad[sampler]["inputs"]["prompt"] = "a <red_star> alone"  # passes validation, fails when it runs
     r = run(client, bad)
     assert r["status"] == "error", r
-    assert r["error"]["exception_message"].startswith("prompt:") and "<green_ring>" in r["error"]["exception_message"]
+    assert (
+        r["error"]["exception_message"].startswith("prompt:")
+        and "<green_ring>" in r["error"]["exception_message"]
+    )
 
     good = json.loads(json.dumps(p))
     good[sampler]["inputs"]["seed"] = 7

@@ -1,4 +1,5 @@
 """The node classes without ComfyUI: each node's function on the tiny model, validation, the store."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,7 +30,9 @@ def env(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("comfy")
     build_tiny_model(root / "models" / "diffusers" / "zeroscope_v2_576w", seed=0)
-    old = {k: os.environ.get(k) for k in ("VIDEOMAGE_MODELS_DIR", "VIDEOMAGE_OUTPUT_DIR", "VIDEOMAGE_TEMP_DIR")}
+    old = {
+        k: os.environ.get(k) for k in ("VIDEOMAGE_MODELS_DIR", "VIDEOMAGE_OUTPUT_DIR", "VIDEOMAGE_TEMP_DIR")
+    }
     os.environ["VIDEOMAGE_MODELS_DIR"] = str(root / "models")
     os.environ["VIDEOMAGE_OUTPUT_DIR"] = str(root / "output")
     os.environ["VIDEOMAGE_TEMP_DIR"] = str(root / "temp")
@@ -60,25 +63,55 @@ def _run(node, *args, **kwargs):
 
 def _subject(N, model, token="<toy>", superclass="toy", seed=0, colour="red", **kw):
     imgs, masks, _ = N["VideoMageShapesWorldSubject"]().draw("star", colour, "stripes", 3, 64, 64, seed)
-    args = dict(model=model, images=imgs, token=token, superclass=superclass, steps=2, rank=2, lr_lora=1e-3,
-                lr_token=1e-3, lambda1=0.25, seed=seed, prior_videos=1, prior_frames=2, prior_steps=1, **TINY)
+    args = dict(
+        model=model,
+        images=imgs,
+        token=token,
+        superclass=superclass,
+        steps=2,
+        rank=2,
+        lr_lora=1e-3,
+        lr_token=1e-3,
+        lambda1=0.25,
+        seed=seed,
+        prior_videos=1,
+        prior_frames=2,
+        prior_steps=1,
+        **TINY,
+    )
     args.update(kw)
     return _run(N["VideoMageTrainSubject"](), **args)
 
 
 def _motion(N, model, **kw):
-    video, masks, caption = N["VideoMageShapesWorldMotion"]().draw("chase", "circle", "blue", "square", "yellow",
-                                                                   4, 64, 64, 0)
-    args = dict(model=model, video=video, motion_prompt="a circle chases a square", reference_words="circle, square",
-                omega=0.5, steps=2, inversion_steps=1, rank=2, lr_lora=1e-3, lr_token=1e-3, seed=0, frames=0,
-                frame_index=-1, masks=masks, **TINY)
+    video, masks, caption = N["VideoMageShapesWorldMotion"]().draw(
+        "chase", "circle", "blue", "square", "yellow", 4, 64, 64, 0
+    )
+    args = dict(
+        model=model,
+        video=video,
+        motion_prompt="a circle chases a square",
+        reference_words="circle, square",
+        omega=0.5,
+        steps=2,
+        inversion_steps=1,
+        rank=2,
+        lr_lora=1e-3,
+        lr_token=1e-3,
+        seed=0,
+        frames=0,
+        frame_index=-1,
+        masks=masks,
+        **TINY,
+    )
     args.update(kw)
     return _run(N["VideoMageTrainMotion"](), **args)
 
 
 def test_root_package_imports_without_comfy():
-    spec = importlib.util.spec_from_file_location("videomage_pack_under_test", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
+    spec = importlib.util.spec_from_file_location(
+        "videomage_pack_under_test", REPO / "__init__.py", submodule_search_locations=[str(REPO)]
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -166,22 +199,64 @@ def test_motion_fuse_sample_and_artifact_io(N, model, env):
     a = _subject(N, model, token="<toy>")["result"][0]
     b = _subject(N, model, token="<dog>", superclass="dog", colour="green")["result"][0]
     fuse = N["VideoMageFuseSubjects"]()
-    out = _run(fuse, model=model, subject_1=a, subject_2=b, steps=2, lambda2=0.6, lr_lora=1e-3, seed=0, frames=2,
-               generation_steps=1, videos_per_subject=1, cutmix_videos=1, **TINY)
+    out = _run(
+        fuse,
+        model=model,
+        subject_1=a,
+        subject_2=b,
+        steps=2,
+        lambda2=0.6,
+        lr_lora=1e-3,
+        seed=0,
+        frames=2,
+        generation_steps=1,
+        videos_per_subject=1,
+        cutmix_videos=1,
+        **TINY,
+    )
     fused, fcurve, preview, finfo = out["result"]
-    assert set(fused.tokens) == {"<toy>", "<dog>"} and preview.shape[1:] == (64, 64, 3) and preview.shape[0] == 2
-    again = _run(fuse, model=model, subject_1=a, subject_2=b, steps=2, lambda2=0.6, lr_lora=1e-3, seed=0, frames=2,
-                 generation_steps=1, videos_per_subject=1, cutmix_videos=1, **TINY)
+    assert (
+        set(fused.tokens) == {"<toy>", "<dog>"} and preview.shape[1:] == (64, 64, 3) and preview.shape[0] == 2
+    )
+    again = _run(
+        fuse,
+        model=model,
+        subject_1=a,
+        subject_2=b,
+        steps=2,
+        lambda2=0.6,
+        lr_lora=1e-3,
+        seed=0,
+        frames=2,
+        generation_steps=1,
+        videos_per_subject=1,
+        cutmix_videos=1,
+        **TINY,
+    )
     assert "not retrained" in again["result"][3] and again["result"][2].shape == preview.shape
 
     sampler = N["VideoMageCollaborativeSampler"]()
-    common = dict(model=model, subject=fused, prompt="a <toy> chases a <dog>", frames=3, steps=2, cfg=9.0, seed=0,
-                  tau=1, alpha=1e4, beta_s=0.5, beta_m=0.5, noise_prior_beta=0.3, **TINY)
+    common = dict(
+        model=model,
+        subject=fused,
+        prompt="a <toy> chases a <dog>",
+        frames=3,
+        steps=2,
+        cfg=9.0,
+        seed=0,
+        tau=1,
+        alpha=1e4,
+        beta_s=0.5,
+        beta_m=0.5,
+        noise_prior_beta=0.3,
+        **TINY,
+    )
     frames, gcurve, sinfo = _run(sampler, mode="SCS", motion=motion, **common)["result"]
     assert frames.shape == (3, 64, 64, 3) and 0 <= frames.min() and frames.max() <= 1
     frames2 = _run(sampler, mode="w/o SCS", motion=motion, **common)["result"][0]
     assert frames2.shape == frames.shape
     from videomage_core.errors import VideoMageInputError
+
     with pytest.raises(VideoMageInputError, match="^motion:"):
         _run(sampler, mode="SCS", **common)
     with pytest.raises(VideoMageInputError, match="^prompt:"):
@@ -201,8 +276,9 @@ def test_motion_fuse_sample_and_artifact_io(N, model, env):
     assert all("subject" not in f for f in files)
     assert load.VALIDATE_INPUTS("videomage/mine/walk_00001_.safetensors") is True
     assert load.VALIDATE_INPUTS("../../etc/passwd").startswith("motion_file:")
-    assert "does not exist" in load.VALIDATE_INPUTS("videomage/none.safetensors") or \
-        "no file" in load.VALIDATE_INPUTS("videomage/none.safetensors")
+    assert "does not exist" in load.VALIDATE_INPUTS(
+        "videomage/none.safetensors"
+    ) or "no file" in load.VALIDATE_INPUTS("videomage/none.safetensors")
     assert "holds a subject" in load.VALIDATE_INPUTS("videomage/subject_toy_00001_.safetensors")
     loaded = _run(load(), motion_file="videomage/mine/walk_00001_.safetensors", model=model)["result"][0]
     assert loaded.kind == "motion" and loaded.base_fingerprint == model.fingerprint
@@ -221,8 +297,23 @@ def test_artifact_from_another_model_is_refused(N, model, env, tmp_path):
     with pytest.raises(IncompatibleArtifactError, match="^subject_file:"):
         _run(N["VideoMageLoadSubject"](), subject_file="videomage/cat_00001_.safetensors", model=m2)
     with pytest.raises(IncompatibleArtifactError, match="^subject:"):
-        _run(N["VideoMageCollaborativeSampler"](), model=m2, subject=art, prompt="a <cat>", mode="w/o SCS", frames=2,
-             steps=1, cfg=1.0, seed=0, tau=0, alpha=0.0, beta_s=0.5, beta_m=0.5, noise_prior_beta=0.0, **TINY)
+        _run(
+            N["VideoMageCollaborativeSampler"](),
+            model=m2,
+            subject=art,
+            prompt="a <cat>",
+            mode="w/o SCS",
+            frames=2,
+            steps=1,
+            cfg=1.0,
+            seed=0,
+            tau=0,
+            alpha=0.0,
+            beta_s=0.5,
+            beta_m=0.5,
+            noise_prior_beta=0.0,
+            **TINY,
+        )
 
 
 def test_cancel_stops_and_leaves_no_artifact(N, model, env, monkeypatch):
@@ -251,15 +342,17 @@ def test_cancel_stops_and_leaves_no_artifact(N, model, env, monkeypatch):
 def test_example_data_nodes(N):
     imgs, masks, desc = N["VideoMageShapesWorldSubject"]().draw("circle", "blue", "plain", 2, 64, 48, 1)
     assert imgs.shape == (2, 48, 64, 3) and masks.shape == (2, 48, 64) and masks.max() == 1
-    video, vmasks, caption = N["VideoMageShapesWorldMotion"]().draw("orbit", "star", "red", "ring", "green",
-                                                                    5, 64, 64, 1)
+    video, vmasks, caption = N["VideoMageShapesWorldMotion"]().draw(
+        "orbit", "star", "red", "ring", "green", 5, 64, 64, 1
+    )
     assert video.shape == (5, 64, 64, 3) and vmasks.shape == (2, 64, 64) and "orbits" in caption
 
 
 def test_loss_curve_renderer():
     from videomage_core.plots import render_loss_curve
 
-    img = render_loss_curve([1.0, 0.5, float("nan"), 0.25], "t", parts=[{"a": 1.0}] * 4, notes=["n"],
-                            width=300, height=200)
+    img = render_loss_curve(
+        [1.0, 0.5, float("nan"), 0.25], "t", parts=[{"a": 1.0}] * 4, notes=["n"], width=300, height=200
+    )
     assert img.shape == (1, 200, 300, 3) and img.dtype == torch.float32
     assert render_loss_curve([]).shape == (1, 320, 512, 3)

@@ -1,6 +1,7 @@
 """Every bundled workflow, without ComfyUI: node types exist, widget values match the nodes' inputs in
 count, order and range (a seed with a control widget is followed by its control value), links join
 matching types, the UI file and its API twin agree, thumbnails exist, and the files are up to date."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from workflow_tools import (CORE_NODES, link_inputs, node_spec, tiny_overrides, ui_to_api,  # noqa: E402
-                            widget_layout)
+from workflow_tools import CORE_NODES, link_inputs, node_spec, tiny_overrides, ui_to_api, widget_layout  # noqa: E402
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
@@ -23,8 +23,13 @@ ENV_COMBOS = {"model_name", "subject_file", "motion_file"}
 
 def test_there_are_workflows_with_thumbnails_and_api_twins():
     stems = {p.stem for p in WORKFLOWS}
-    assert {"videomage_full_pipeline", "videomage_train_subject", "videomage_train_motion",
-            "videomage_sample_saved", "videomage_scs_vs_wo_scs"} <= stems
+    assert {
+        "videomage_full_pipeline",
+        "videomage_train_subject",
+        "videomage_train_motion",
+        "videomage_sample_saved",
+        "videomage_scs_vs_wo_scs",
+    } <= stems
     for p in WORKFLOWS:
         assert p.with_suffix(".jpg").is_file(), f"{p.name} has no thumbnail"
         assert (REPO / "workflows" / "api" / p.name).is_file(), f"{p.name} has no API twin"

@@ -5,6 +5,7 @@ named loss parts (e.g. ``L_sub`` / ``L_reg``), axis ticks, a title and note line
 float tensor ``[1, H, W, 3]`` in 0..1 (ComfyUI's IMAGE layout). :func:`render_pil` returns the PIL
 image (what a live progress preview wants).
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,14 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def render_pil(losses: Sequence[float], title: str = "loss", parts: Sequence[Mapping[str, float]] | None = None,
-               notes: Sequence[str] = (), width: int = 512, height: int = 320):
+def render_pil(
+    losses: Sequence[float],
+    title: str = "loss",
+    parts: Sequence[Mapping[str, float]] | None = None,
+    notes: Sequence[str] = (),
+    width: int = 512,
+    height: int = 320,
+):
     """The loss curve as an RGB PIL image of ``width`` x ``height``."""
     from PIL import Image, ImageDraw
 
@@ -137,9 +144,14 @@ def render_pil(losses: Sequence[float], title: str = "loss", parts: Sequence[Map
     return img
 
 
-def render_loss_curve(losses: Sequence[float], title: str = "loss",
-                      parts: Sequence[Mapping[str, float]] | None = None, notes: Sequence[str] = (),
-                      width: int = 512, height: int = 320) -> torch.Tensor:
+def render_loss_curve(
+    losses: Sequence[float],
+    title: str = "loss",
+    parts: Sequence[Mapping[str, float]] | None = None,
+    notes: Sequence[str] = (),
+    width: int = 512,
+    height: int = 320,
+) -> torch.Tensor:
     """The loss curve as a float ``[1, H, W, 3]`` image in 0..1."""
     img = render_pil(losses, title, parts, notes, width, height)
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
