@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from videomage_core.attention import AttentionRecorder, recorded_layer_names

@@ -96,7 +96,7 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
 
     cache = out / "cache"
     trained = []
-    for n, (obj, images, masks) in enumerate(subjects):
+    for n, (_, images, masks) in enumerate(subjects):
         t0 = time.perf_counter()
         settings = SubjectSettings(token=f"<subject{n + 1}>", superclass="shape", steps=cfg["subject"],
                                    height=size, width=size, seed=seed + n, prior_videos=2,

@@ -199,7 +199,6 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
         set_gradient_checkpointing(model.unet, settings.gradient_checkpointing)
 
         def step_fn(step):
-            fused_preds, teacher_preds = [], []
             l_parts = []
             for n in range(len(subjects)):
                 v = int(torch.randint(0, settings.videos_per_subject, (1,), generator=gen))
