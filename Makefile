@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test demo bench quality clean
+.PHONY: install test demo bench workflows test-comfyui clean
 
 install: $(STAMP)
 
@@ -25,6 +25,14 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# regenerate the bundled workflows (UI + API twins + thumbnails) from the node definitions
+workflows: $(STAMP)
+	$(PY) scripts/build_workflows.py
+
+# only the tests against a real ComfyUI (COMFYUI_DIR, or ~/ComfyUI); they skip without one
+test-comfyui: $(STAMP)
+	$(PY) -m pytest -q tests/test_comfyui_server.py tests/test_comfyui_browser.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
