@@ -1,0 +1,152 @@
+"""ShapesWorld pretraining (smoke scale) and the controllability scorer."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from videomage_core.shapesworld import controllability as C
+from videomage_core.shapesworld import pretrain as P
+from videomage_core.shapesworld.generator import VOCABULARY, sample_single
+
+SMOKE = replace(P.PRESETS["smoke"], steps=3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny (overhead-bound): one thread is as fast idle, and far faster when other
+    processes share the two cores (OpenMP threads spinning against each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(tmp_path, name, **kw):
+    out = tmp_path / name
+    kw.setdefault("eval_samples", 0)
+    return P.pretrain(out, SMOKE, log=lambda s: None, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One uninterrupted smoke run (2 VAE steps, 3 UNet steps)."""
+    return _run(tmp_path_factory.mktemp("pretrain"), "model")
+
+
+def test_full_preset_meets_the_map_size_and_factor():
+    cfg = P.PRESETS["full"]
+    cfg.check()
+    assert cfg.map_size == (8, 8) and cfg.vae_factor == 4 and cfg.latent_size == (32, 32)
+    with pytest.raises(ValueError, match="attention maps"):
+        replace(cfg, height=64, width=64).check()
+
+
+def test_tokenizer_makes_every_caption_word_one_token(smoke):
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(smoke.out / "tokenizer", local_files_only=True)
+    for w in VOCABULARY:
+        assert len(tok(w, add_special_tokens=False).input_ids) == 1, w
+    ids = tok("a red circle moving right").input_ids
+    assert len(ids) == 2 + 5
+
+
+def test_pretraining_data_never_shows_held_out_prompts_or_interactions():
+    rng = np.random.default_rng(0)
+    cfg = replace(SMOKE, p_interaction=0.7)
+    _, caps = P.t2v_clips(rng, 150, cfg)
+    held = {c.prompt for c in C.HELD_OUT_CELLS}
+    assert not held & set(caps)
+    assert not any(w in c for c in caps for w in ("orbits", "jumps over", "swap places"))
+    assert any(" and " in c for c in caps) and any("moving" in c for c in caps)
+    clip = sample_single(rng, "right", C.HELD_OUT_CELLS[0].object_specs()[0], frames=4, height=32, width=32)
+    assert C.is_held_out(clip.spec) and clip.caption == C.HELD_OUT_CELLS[0].prompt
+    # symmetric interactions are held out in either order
+    a, b = C.HELD_OUT_CELLS[8].object_specs()
+    assert C.is_held_out(replace(C.HELD_OUT_CELLS[8].spec(4, 32, 32), objects=(b, a)))
+    assert not C.is_held_out(C.SEEN_CELLS[0].spec(4, 32, 32))
+    imgs, masks = P.vae_images(rng, 3, SMOKE)
+    assert imgs.shape == (3, 32, 32, 3) and imgs.dtype == np.uint8 and masks.any()
+
+
+def test_smoke_run_writes_a_loadable_model_that_samples(smoke):
+    from videomage_core.diffusion import decode_latents
+    from videomage_core.model import load_model
+    from videomage_core.sampling import SampleSettings, ddim_sample
+
+    assert smoke.status == "done"
+    assert smoke.state["vae"]["step"] == 2 and smoke.state["t2v"]["step"] == 3
+    assert len(smoke.state["t2v"]["losses"]) == 3 and 0 < smoke.model_mb < P.MAX_MODEL_MB
+    out = smoke.out
+    for name in ("model_index.json", "MODEL_CARD.md", "loss_curve.png", "videomage.json"):
+        assert (out / name).is_file(), name
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "held-out prompts" in card and "3 of 3 steps" in card
+    model = load_model(out)
+    assert model.vae_scale_factor == 4
+    assert model.latent_scaling == pytest.approx(smoke.state["vae"]["scaling_factor"])
+    lat = ddim_sample(model, "a red circle moving right", SampleSettings(frames=4, height=32, width=32, steps=2))
+    assert lat.shape == (1, 4, 4, 8, 8)
+    frames = decode_latents(model, lat)
+    assert frames.shape == (4, 32, 32, 3) and torch.isfinite(frames).all()
+
+
+def test_resume_continues_the_step_count_and_equals_an_uninterrupted_run(smoke, tmp_path):
+    from safetensors.torch import load_file
+
+    first = _run(tmp_path, "model", stop_at=1)
+    assert first.status == "paused" and first.state["t2v"]["step"] == 1
+    state = json.loads((tmp_path / "model.ckpt" / "state.json").read_text())
+    assert state["t2v"]["step"] == 1 and state["t2v"]["checkpoint"] == "t2v-0000001"
+    with pytest.raises(FileExistsError):
+        _run(tmp_path, "model")
+    # a checkpoint carried without its Adam moments still resumes (moments restart)
+    lite = tmp_path / "lite.ckpt"
+    shutil.copytree(tmp_path / "model.ckpt", lite)
+    for f in lite.glob("t2v-*/adam_*.safetensors"):
+        f.unlink()
+    res = _run(tmp_path, "lite", resume=True, ckpt_dir=lite)
+    assert res.status == "done" and res.state["t2v"]["step"] == 3
+    assert res.state["t2v"]["optimizer_restarts"] == [1]
+    assert sorted(p.name for p in lite.glob("t2v-*/*")) == ["ema.safetensors", "params.safetensors"]
+    second = _run(tmp_path, "model", resume=True)
+    assert second.status == "done" and second.state["t2v"]["step"] == 3
+    assert len(second.state["t2v"]["losses"]) == 3
+    assert second.state["t2v"]["losses"] == smoke.state["t2v"]["losses"]
+    a = load_file(str(smoke.out / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(second.out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_scorer_is_exact_on_ground_truth():
+    cells = [C.HELD_OUT_CELLS[0], C.HELD_OUT_CELLS[4], C.HELD_OUT_CELLS[9], C.HELD_OUT_CELLS[10]]
+    rep = C.score_ground_truth(cells, samples_per_cell=2, frames=8, height=64, width=64)
+    for m in C.MEASURES:
+        assert rep.overall[m]["mean"] == 1.0 and rep.overall[m]["n"] == 8
+    assert all(rep.meets_targets.values())
+    assert "all cells" in rep.markdown()
+
+
+def test_batched_sampler_matches_ddim_sample_and_scorer_runs_on_samples(smoke):
+    from videomage_core.model import load_model
+    from videomage_core.sampling import SampleSettings, ddim_sample
+
+    model = load_model(smoke.out)
+    settings = SampleSettings(frames=4, height=32, width=32, steps=2, cfg=3.0)
+    prompts = ["a red circle moving right", "a blue square and a green circle move apart"]
+    batched = C.sample_batch(model, prompts, [5, 6], settings)
+    for i, (p, s) in enumerate(zip(prompts, [5, 6])):
+        single = ddim_sample(model, p, replace(settings, seed=s))
+        torch.testing.assert_close(batched[i:i + 1], single, atol=1e-4, rtol=1e-4)
+    cells = [C.HELD_OUT_CELLS[0], C.HELD_OUT_CELLS[8]]
+    rep = C.evaluate_controllability(model, cells, samples_per_cell=1, settings=settings, batch=4)
+    assert set(rep.cells) == {c.prompt for c in cells}
+    for m in C.MEASURES:
+        assert rep.overall[m]["n"] == 2 and 0.0 <= rep.overall[m]["mean"] <= 1.0
+    d = rep.to_dict()
+    assert d["targets"] == C.TARGETS and d["settings"]["samples_per_cell"] == 1
