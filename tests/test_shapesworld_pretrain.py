@@ -1,4 +1,5 @@
 """ShapesWorld pretraining (smoke scale) and the controllability scorer."""
+
 from __future__ import annotations
 
 import json
@@ -90,7 +91,9 @@ def test_smoke_run_writes_a_loadable_model_that_samples(smoke):
     model = load_model(out)
     assert model.vae_scale_factor == 4
     assert model.latent_scaling == pytest.approx(smoke.state["vae"]["scaling_factor"])
-    lat = ddim_sample(model, "a red circle moving right", SampleSettings(frames=4, height=32, width=32, steps=2))
+    lat = ddim_sample(
+        model, "a red circle moving right", SampleSettings(frames=4, height=32, width=32, steps=2)
+    )
     assert lat.shape == (1, 4, 4, 8, 8)
     frames = decode_latents(model, lat)
     assert frames.shape == (4, 32, 32, 3) and torch.isfinite(frames).all()
@@ -142,7 +145,7 @@ def test_batched_sampler_matches_ddim_sample_and_scorer_runs_on_samples(smoke):
     batched = C.sample_batch(model, prompts, [5, 6], settings)
     for i, (p, s) in enumerate(zip(prompts, [5, 6])):
         single = ddim_sample(model, p, replace(settings, seed=s))
-        torch.testing.assert_close(batched[i:i + 1], single, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(batched[i : i + 1], single, atol=1e-4, rtol=1e-4)
     cells = [C.HELD_OUT_CELLS[0], C.HELD_OUT_CELLS[8]]
     rep = C.evaluate_controllability(model, cells, samples_per_cell=1, settings=settings, batch=4)
     assert set(rep.cells) == {c.prompt for c in cells}

@@ -23,6 +23,7 @@ the measures are exact, so any shortfall of a model is the model's.
 CLI: ``python -m videomage_core.shapesworld.controllability MODEL_DIR [--samples 40] [--device cuda]
 [--json out.json]`` prints the markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,9 +76,13 @@ class PromptCell:
                 raise ValueError(f"prompt cells name their shapes: one of {NAMED_SHAPES}, got {shape!r}")
         if self.motion in DIRECTIONS and len(self.objects) != 1:
             raise ValueError("a direction cell has one object")
-        if self.motion not in DIRECTIONS and (self.motion not in PRETRAIN_INTERACTIONS or len(self.objects) != 2):
-            raise ValueError(f"an interaction cell has two objects and a pretraining interaction "
-                             f"{PRETRAIN_INTERACTIONS}, got {self.motion!r}")
+        if self.motion not in DIRECTIONS and (
+            self.motion not in PRETRAIN_INTERACTIONS or len(self.objects) != 2
+        ):
+            raise ValueError(
+                f"an interaction cell has two objects and a pretraining interaction "
+                f"{PRETRAIN_INTERACTIONS}, got {self.motion!r}"
+            )
 
     def object_specs(self) -> tuple[ObjectSpec, ...]:
         """Canonical objects (named hue centres; an unnamed colour gets purple, never spoken)."""
@@ -94,8 +99,13 @@ class PromptCell:
     def spec(self, frames: int = 8, height: int = 128, width: int = 128) -> ClipSpec:
         """What :func:`prompt_following` compares a sampled video with (paths are not used)."""
         objs = self.object_specs()
-        return ClipSpec(objects=objs, paths=np.zeros((len(objs), frames, 2)), motion=self.motion,
-                        height=height, width=width)
+        return ClipSpec(
+            objects=objs,
+            paths=np.zeros((len(objs), frames, 2)),
+            motion=self.motion,
+            height=height,
+            width=width,
+        )
 
     def key(self) -> tuple:
         return _caption_key([(c, s) for c, s in self.objects], self.motion)
@@ -110,8 +120,9 @@ def _caption_key(objects: Sequence[tuple[str | None, str]], motion: str) -> tupl
 
 
 def _spec_key(spec: ClipSpec) -> tuple:
-    return _caption_key([(o.colour_word, o.shape if o.shape in NAMED_SHAPES else None) for o in spec.objects],
-                        spec.motion)
+    return _caption_key(
+        [(o.colour_word, o.shape if o.shape in NAMED_SHAPES else None) for o in spec.objects], spec.motion
+    )
 
 
 #: Prompts pretraining never shows. Every colour, shape and direction appears, each colour twice
@@ -153,8 +164,9 @@ def is_held_out(spec: ClipSpec, cells: Sequence[PromptCell] = HELD_OUT_CELLS) ->
 # --------------------------------------------------------------------------- ground truth
 
 
-def ground_truth_clips(cell: PromptCell, n: int, rng: np.random.Generator, frames: int = 8,
-                       height: int = 128, width: int = 128):
+def ground_truth_clips(
+    cell: PromptCell, n: int, rng: np.random.Generator, frames: int = 8, height: int = 128, width: int = 128
+):
     """``n`` generator clips that show ``cell`` (varied hues within the named band, sizes, textures,
     positions and backgrounds): what a perfect model would produce."""
     clips = []
@@ -163,15 +175,22 @@ def ground_truth_clips(cell: PromptCell, n: int, rng: np.random.Generator, frame
         for colour, shape in cell.objects:
             size = PAIR_SIZE if len(cell.objects) == 2 else SINGLE_SIZE
             avoid = objs[0].hue if objs else None
-            o = sample_object(rng, named_colour=colour is not None, shape=shape, size_range=size,
-                              avoid_hue=avoid if colour is None else None)
-            if colour is not None:      # the named band of this colour
+            o = sample_object(
+                rng,
+                named_colour=colour is not None,
+                shape=shape,
+                size_range=size,
+                avoid_hue=avoid if colour is None else None,
+            )
+            if colour is not None:  # the named band of this colour
                 o = replace(o, hue=(NAMED_COLOURS[colour] + rng.uniform(-8.0, 8.0)) % 360.0)
             objs.append(o)
         if cell.motion in DIRECTIONS:
             clips.append(sample_single(rng, cell.motion, objs[0], frames=frames, height=height, width=width))
         else:
-            clips.append(sample_interaction(rng, cell.motion, objs, frames=frames, height=height, width=width))
+            clips.append(
+                sample_interaction(rng, cell.motion, objs, frames=frames, height=height, width=width)
+            )
     return clips
 
 
@@ -179,8 +198,9 @@ def ground_truth_clips(cell: PromptCell, n: int, rng: np.random.Generator, frame
 
 
 @torch.no_grad()
-def sample_batch(model, prompts: Sequence[str], seeds: Sequence[int], settings,
-                 autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+def sample_batch(
+    model, prompts: Sequence[str], seeds: Sequence[int], settings, autocast_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """DDIM with CFG for several prompts at once; video ``i`` equals
     ``ddim_sample(model, prompts[i], replace(settings, seed=seeds[i]))`` (same noise, same
     updates, batched). Returns latents ``(B, C, F, h, w)``."""
@@ -196,8 +216,11 @@ def sample_batch(model, prompts: Sequence[str], seeds: Sequence[int], settings,
     x = torch.cat([initial_noise(model, replace(settings, seed=int(s))) for s in seeds])
     b = len(prompts)
     text = encode_prompts(model, [settings.negative_prompt] * b + list(prompts))
-    ctx = (torch.autocast(model.device.type, dtype=autocast_dtype) if autocast_dtype is not None
-           else torch.autocast(model.device.type, enabled=False))
+    ctx = (
+        torch.autocast(model.device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else torch.autocast(model.device.type, enabled=False)
+    )
     for t in sched.timesteps:
         with ctx:
             eps = predict_noise(model, torch.cat([x, x]), t, text)
@@ -207,18 +230,27 @@ def sample_batch(model, prompts: Sequence[str], seeds: Sequence[int], settings,
     return x
 
 
-def sample_videos(model, prompts: Sequence[str], seeds: Sequence[int], settings, batch: int = 16,
-                  autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+def sample_videos(
+    model,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    settings,
+    batch: int = 16,
+    autocast_dtype: torch.dtype | None = None,
+) -> np.ndarray:
     """Sample and decode: ``[N, F, H, W, 3]`` float32 frames in 0..1."""
     from ..diffusion import decode_latents
 
     out = []
     for i in range(0, len(prompts), batch):
-        lat = sample_batch(model, prompts[i:i + batch], seeds[i:i + batch], settings, autocast_dtype)
+        lat = sample_batch(model, prompts[i : i + batch], seeds[i : i + batch], settings, autocast_dtype)
         frames = decode_latents(model, lat).numpy()
         out.append(frames.reshape(lat.shape[0], lat.shape[2], *frames.shape[1:]))
-    return np.concatenate(out) if out else np.zeros((0, settings.frames, settings.height, settings.width, 3),
-                                                    np.float32)
+    return (
+        np.concatenate(out)
+        if out
+        else np.zeros((0, settings.frames, settings.height, settings.width, 3), np.float32)
+    )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -262,21 +294,28 @@ def _stat(values: Sequence[float]) -> dict:
 class ControllabilityReport:
     """Scores per cell and over all cells. ``overall[measure] = {"mean", "ci95", "n"}``."""
 
-    cells: dict = field(default_factory=dict)       # prompt -> {measure: stat, "scores": [...]}
+    cells: dict = field(default_factory=dict)  # prompt -> {measure: stat, "scores": [...]}
     overall: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def meets_targets(self) -> dict:
-        return {m: (self.overall.get(m, {}).get("mean") is not None
-                    and self.overall[m]["mean"] >= TARGETS[m]) for m in MEASURES}
+        return {
+            m: (self.overall.get(m, {}).get("mean") is not None and self.overall[m]["mean"] >= TARGETS[m])
+            for m in MEASURES
+        }
 
     def to_dict(self) -> dict:
-        return {"cells": {k: {m: v[m] for m in MEASURES} for k, v in self.cells.items()},
-                "overall": self.overall, "targets": TARGETS, "chance": CHANCE,
-                "meets_targets": self.meets_targets, "settings": self.settings,
-                "seconds": round(self.seconds, 1)}
+        return {
+            "cells": {k: {m: v[m] for m in MEASURES} for k, v in self.cells.items()},
+            "overall": self.overall,
+            "targets": TARGETS,
+            "chance": CHANCE,
+            "meets_targets": self.meets_targets,
+            "settings": self.settings,
+            "seconds": round(self.seconds, 1),
+        }
 
     def markdown(self) -> str:
         def fmt(s):
@@ -287,18 +326,26 @@ class ControllabilityReport:
 
         lines = ["| prompt | n | colour | shape | motion |", "|---|---|---|---|---|"]
         for name, row in self.cells.items():
-            lines.append(f"| {name} | {row['motion']['n']} | {fmt(row['colour'])} | {fmt(row['shape'])} | "
-                         f"{fmt(row['motion'])} |")
+            lines.append(
+                f"| {name} | {row['motion']['n']} | {fmt(row['colour'])} | {fmt(row['shape'])} | "
+                f"{fmt(row['motion'])} |"
+            )
         o = self.overall
-        lines.append(f"| **all cells** | {o.get('motion', {}).get('n', 0)} | **{fmt(o.get('colour'))}** | "
-                     f"**{fmt(o.get('shape'))}** | **{fmt(o.get('motion'))}** |")
-        lines.append(f"| target (chance) | | >= {TARGETS['colour']} ({CHANCE['colour']:.2f}) | "
-                     f">= {TARGETS['shape']} ({CHANCE['shape']:.2f}) | >= {TARGETS['motion']} "
-                     f"({CHANCE['motion']:.2f}) |")
+        lines.append(
+            f"| **all cells** | {o.get('motion', {}).get('n', 0)} | **{fmt(o.get('colour'))}** | "
+            f"**{fmt(o.get('shape'))}** | **{fmt(o.get('motion'))}** |"
+        )
+        lines.append(
+            f"| target (chance) | | >= {TARGETS['colour']} ({CHANCE['colour']:.2f}) | "
+            f">= {TARGETS['shape']} ({CHANCE['shape']:.2f}) | >= {TARGETS['motion']} "
+            f"({CHANCE['motion']:.2f}) |"
+        )
         return "\n".join(lines)
 
 
-def summarize(scores_per_cell: dict, settings: dict | None = None, seconds: float = 0.0) -> ControllabilityReport:
+def summarize(
+    scores_per_cell: dict, settings: dict | None = None, seconds: float = 0.0
+) -> ControllabilityReport:
     """``{prompt: [score_video(...) per video]}`` -> report (overall: every video of every cell)."""
     rep = ControllabilityReport(settings=dict(settings or {}), seconds=seconds)
     pooled = {m: [] for m in MEASURES}
@@ -312,8 +359,14 @@ def summarize(scores_per_cell: dict, settings: dict | None = None, seconds: floa
     return rep
 
 
-def score_ground_truth(cells: Sequence[PromptCell] = HELD_OUT_CELLS, samples_per_cell: int = 4,
-                       frames: int = 8, height: int = 128, width: int = 128, seed: int = 0) -> ControllabilityReport:
+def score_ground_truth(
+    cells: Sequence[PromptCell] = HELD_OUT_CELLS,
+    samples_per_cell: int = 4,
+    frames: int = 8,
+    height: int = 128,
+    width: int = 128,
+    seed: int = 0,
+) -> ControllabilityReport:
     """The scorer on generator clips of each cell (every score must be 1: the measures are exact)."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -324,10 +377,17 @@ def score_ground_truth(cells: Sequence[PromptCell] = HELD_OUT_CELLS, samples_per
     return summarize(out, {"source": "ground truth", "samples_per_cell": samples_per_cell})
 
 
-def evaluate_controllability(model, cells: Sequence[PromptCell] = HELD_OUT_CELLS, samples_per_cell: int = 40,
-                             settings=None, batch: int = 16, seed0: int = 0, workers: int = 0,
-                             autocast_dtype: torch.dtype | None = None,
-                             progress: Callable[[str], None] | None = None) -> ControllabilityReport:
+def evaluate_controllability(
+    model,
+    cells: Sequence[PromptCell] = HELD_OUT_CELLS,
+    samples_per_cell: int = 40,
+    settings=None,
+    batch: int = 16,
+    seed0: int = 0,
+    workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ControllabilityReport:
     """Sample ``samples_per_cell`` videos per cell from ``model`` (a loaded
     :class:`~videomage_core.model.VideoMageModel` or a folder) and score them.
 
@@ -345,26 +405,40 @@ def evaluate_controllability(model, cells: Sequence[PromptCell] = HELD_OUT_CELLS
     out = {}
     for ci, cell in enumerate(cells):
         seeds = [seed0 + k for k in range(samples_per_cell)]
-        videos = sample_videos(model, [cell.prompt] * samples_per_cell, seeds, settings, batch, autocast_dtype)
-        out[cell.name] = score_videos(list(videos), cell.spec(settings.frames, settings.height, settings.width),
-                                      workers)
+        videos = sample_videos(
+            model, [cell.prompt] * samples_per_cell, seeds, settings, batch, autocast_dtype
+        )
+        out[cell.name] = score_videos(
+            list(videos), cell.spec(settings.frames, settings.height, settings.width), workers
+        )
         if progress is not None:
             row = summarize({cell.name: out[cell.name]}).overall
-            progress(f"[{ci + 1}/{len(cells)}] {cell.name}: " + ", ".join(
-                f"{m} {row[m]['mean']:.2f}" for m in MEASURES if row[m]["mean"] is not None)
-                + f" ({time.perf_counter() - t0:.0f}s)")
-    info = {"samples_per_cell": samples_per_cell, "frames": settings.frames, "height": settings.height,
-            "width": settings.width, "steps": settings.steps, "cfg": settings.cfg,
-            "negative_prompt": settings.negative_prompt, "seeds": f"{seed0}..{seed0 + samples_per_cell - 1}",
-            "cells": len(cells)}
+            progress(
+                f"[{ci + 1}/{len(cells)}] {cell.name}: "
+                + ", ".join(f"{m} {row[m]['mean']:.2f}" for m in MEASURES if row[m]["mean"] is not None)
+                + f" ({time.perf_counter() - t0:.0f}s)"
+            )
+    info = {
+        "samples_per_cell": samples_per_cell,
+        "frames": settings.frames,
+        "height": settings.height,
+        "width": settings.width,
+        "steps": settings.steps,
+        "cfg": settings.cfg,
+        "negative_prompt": settings.negative_prompt,
+        "seeds": f"{seed0}..{seed0 + samples_per_cell - 1}",
+        "cells": len(cells),
+    }
     return summarize(out, info, time.perf_counter() - t0)
 
 
 def main(argv=None) -> int:
     from ..sampling import SampleSettings
 
-    p = argparse.ArgumentParser(prog="python -m videomage_core.shapesworld.controllability",
-                                description="Score a ShapesWorld model's prompt following on held-out prompts.")
+    p = argparse.ArgumentParser(
+        prog="python -m videomage_core.shapesworld.controllability",
+        description="Score a ShapesWorld model's prompt following on held-out prompts.",
+    )
     p.add_argument("model", help="diffusers model folder (or 'ground-truth' to score generator clips)")
     p.add_argument("--samples", type=int, default=40, help="videos per prompt cell")
     p.add_argument("--cells", choices=("held_out", "seen", "all"), default="held_out")
@@ -385,9 +459,16 @@ def main(argv=None) -> int:
 
         model = load_model(a.model, device=a.device)
         settings = SampleSettings(frames=a.frames, height=a.size, width=a.size, steps=a.steps, cfg=a.cfg)
-        rep = evaluate_controllability(model, cells, a.samples, settings, a.batch, workers=a.workers,
-                                       autocast_dtype=torch.bfloat16 if model.device.type == "cuda" else None,
-                                       progress=lambda s: print(s, flush=True))
+        rep = evaluate_controllability(
+            model,
+            cells,
+            a.samples,
+            settings,
+            a.batch,
+            workers=a.workers,
+            autocast_dtype=torch.bfloat16 if model.device.type == "cuda" else None,
+            progress=lambda s: print(s, flush=True),
+        )
     print(rep.markdown())
     if a.json:
         with open(a.json, "w") as f:

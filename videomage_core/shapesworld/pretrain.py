@@ -87,6 +87,7 @@ Cost (measured on the 2-core CPU, 1 thread, machine shared with other test runs)
   each (<= 15 MB: params, EMA, Adam m, Adam v), so a stopped run can be brought back and carried
   on later; without the two Adam files (30 MB less to carry) ``--resume`` restarts the moments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -144,14 +145,14 @@ class PretrainConfig:
     vae_lr: float = 5e-4
     vae_steps: int = 3000
     vae_warmup: int = 100
-    vae_psnr_target: float = 30.0          # dB over object pixels (dilated masks)
+    vae_psnr_target: float = 30.0  # dB over object pixels (dilated masks)
     vae_eval_every: int = 250
     vae_val_images: int = 64
     vae_object_weight: float = 4.0
     vae_kl: float = 1e-6
-    vae_rehue: float = 0.5                 # fraction of objects given a uniform hue
-    vae_max_scale: float = 1.25            # objects up to this x the generator's size
-    ceiling_per_cell: int = 3              # ground-truth clips per held-out cell for the VAE ceiling
+    vae_rehue: float = 0.5  # fraction of objects given a uniform hue
+    vae_max_scale: float = 1.25  # objects up to this x the generator's size
+    ceiling_per_cell: int = 3  # ground-truth clips per held-out cell for the VAE ceiling
     # UNet + text encoder
     unet_channels: tuple = (32, 64, 64, 64)
     unet_layers: int = 1
@@ -176,7 +177,7 @@ class PretrainConfig:
     eval_steps: int = 30
     eval_cfg: float = 3.0
     eval_batch: int = 40
-    min_map: int = 8                        # smallest allowed attention map at the recorded levels
+    min_map: int = 8  # smallest allowed attention map at the recorded levels
     seed: int = 0
 
     @property
@@ -200,8 +201,10 @@ class PretrainConfig:
         if len(self.unet_channels) != 4:
             raise ValueError("the UNet keeps ZeroScope's four levels")
         if min(self.map_size) < self.min_map:
-            raise ValueError(f"attention maps at the recorded levels would be {self.map_size}, "
-                             f"below {self.min_map}x{self.min_map}")
+            raise ValueError(
+                f"attention maps at the recorded levels would be {self.map_size}, "
+                f"below {self.min_map}x{self.min_map}"
+            )
         if self.warmup < 1 or self.vae_warmup < 1:
             raise ValueError("warm-up must be at least one step")
 
@@ -220,11 +223,33 @@ class PretrainConfig:
 PRESETS = {
     "full": PretrainConfig(),
     # Tests: seconds on a CPU. 32 px, 4 frames, channels of 8-16; attention maps 2x2 (allowed here).
-    "smoke": PretrainConfig(height=32, width=32, frames=4, vae_channels=(8, 16, 16), vae_groups=8,
-                            vae_batch=4, vae_steps=2, vae_warmup=1, vae_eval_every=2, vae_val_images=4,
-                            ceiling_per_cell=0, unet_channels=(16, 16, 16, 16), unet_heads=2, unet_groups=8,
-                            text_dim=16, text_layers=1, text_heads=2, text_ff=32, batch=2, steps=2,
-                            warmup=1, eval_samples=1, eval_steps=2, eval_batch=4, min_map=1),
+    "smoke": PretrainConfig(
+        height=32,
+        width=32,
+        frames=4,
+        vae_channels=(8, 16, 16),
+        vae_groups=8,
+        vae_batch=4,
+        vae_steps=2,
+        vae_warmup=1,
+        vae_eval_every=2,
+        vae_val_images=4,
+        ceiling_per_cell=0,
+        unet_channels=(16, 16, 16, 16),
+        unet_heads=2,
+        unet_groups=8,
+        text_dim=16,
+        text_layers=1,
+        text_heads=2,
+        text_ff=32,
+        batch=2,
+        steps=2,
+        warmup=1,
+        eval_samples=1,
+        eval_steps=2,
+        eval_batch=4,
+        min_map=1,
+    ),
 }
 
 
@@ -251,24 +276,50 @@ def build_modules(cfg: PretrainConfig, tokenizer, seed: int | None = None):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed if seed is None else seed)
         unet = UNet3DConditionModel(
-            sample_size=cfg.latent_size[0], in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
-            block_out_channels=tuple(cfg.unet_channels), layers_per_block=cfg.unet_layers,
-            cross_attention_dim=cfg.text_dim, attention_head_dim=cfg.unet_heads, norm_num_groups=cfg.unet_groups)
+            sample_size=cfg.latent_size[0],
+            in_channels=cfg.latent_channels,
+            out_channels=cfg.latent_channels,
+            block_out_channels=tuple(cfg.unet_channels),
+            layers_per_block=cfg.unet_layers,
+            cross_attention_dim=cfg.text_dim,
+            attention_head_dim=cfg.unet_heads,
+            norm_num_groups=cfg.unet_groups,
+        )
         n = len(cfg.vae_channels)
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, block_out_channels=tuple(cfg.vae_channels),
-            layers_per_block=cfg.vae_layers, latent_channels=cfg.latent_channels,
-            norm_num_groups=cfg.vae_groups, sample_size=cfg.height,
-            down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=cfg.text_dim, intermediate_size=cfg.text_ff,
-            num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
-            max_position_embeddings=tokenizer.model_max_length, projection_dim=cfg.text_dim,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                              prediction_type="epsilon")
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=tuple(cfg.vae_channels),
+            layers_per_block=cfg.vae_layers,
+            latent_channels=cfg.latent_channels,
+            norm_num_groups=cfg.vae_groups,
+            sample_size=cfg.height,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=cfg.text_dim,
+                intermediate_size=cfg.text_ff,
+                num_hidden_layers=cfg.text_layers,
+                num_attention_heads=cfg.text_heads,
+                max_position_embeddings=tokenizer.model_max_length,
+                projection_dim=cfg.text_dim,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
     return unet, vae, text_encoder, scheduler
 
 
@@ -299,8 +350,9 @@ def vae_images(rng: np.random.Generator, n: int, cfg: PretrainConfig) -> tuple[n
     imgs = np.empty((n, cfg.height, cfg.width, 3), np.uint8)
     masks = np.empty((n, cfg.height, cfg.width), bool)
     for i in range(n):
-        clip = sample_pretraining_clip(rng, frames=1, height=cfg.height, width=cfg.width,
-                                       p_interaction=cfg.p_interaction)
+        clip = sample_pretraining_clip(
+            rng, frames=1, height=cfg.height, width=cfg.width, p_interaction=cfg.p_interaction
+        )
         objs = list(clip.spec.objects)
         changed = False
         for k, o in enumerate(objs):
@@ -323,8 +375,14 @@ def t2v_clips(rng: np.random.Generator, n: int, cfg: PretrainConfig) -> tuple[np
     captions = []
     for i in range(n):
         while True:
-            clip = sample_pretraining_clip(rng, frames=cfg.frames, height=cfg.height, width=cfg.width,
-                                           p_interaction=cfg.p_interaction, as_uint8=True)
+            clip = sample_pretraining_clip(
+                rng,
+                frames=cfg.frames,
+                height=cfg.height,
+                width=cfg.width,
+                p_interaction=cfg.p_interaction,
+                as_uint8=True,
+            )
             if not is_held_out(clip.spec):
                 break
         frames[i] = clip.frames
@@ -355,8 +413,16 @@ def _batches(stage: str, cfg: PretrainConfig, start: int, stop: int, workers: in
     ds = StepBatches(stage, cfg)
     if workers <= 0:
         return (ds[s] for s in range(start, stop))
-    return iter(torch.utils.data.DataLoader(ds, batch_size=None, sampler=range(start, stop), num_workers=workers,
-                                            prefetch_factor=4, pin_memory=pin))
+    return iter(
+        torch.utils.data.DataLoader(
+            ds,
+            batch_size=None,
+            sampler=range(start, stop),
+            num_workers=workers,
+            prefetch_factor=4,
+            pin_memory=pin,
+        )
+    )
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -393,8 +459,11 @@ class Checkpoints:
         sub = self.dir / f"{stage}-{step:07d}"
         sub.mkdir(parents=True, exist_ok=True)
         for name, tensors in groups.items():
-            atomic_save_safetensors({k: v.detach().float() for k, v in tensors.items()},
-                                    sub / f"{name}.safetensors", {"stage": stage, "step": str(step)})
+            atomic_save_safetensors(
+                {k: v.detach().float() for k, v in tensors.items()},
+                sub / f"{name}.safetensors",
+                {"stage": stage, "step": str(step)},
+            )
         state[stage]["checkpoint"] = sub.name
         self.write_state(state)
         for old in self.dir.glob(f"{stage}-*"):
@@ -428,8 +497,9 @@ def _trainer_tensors(params: dict, opt, ema: dict | None, final: bool = False) -
     return groups
 
 
-def _restore_trainer(ckpt: Checkpoints, state: dict, stage: str, params: dict, opt, ema: dict | None,
-                     log=print) -> None:
+def _restore_trainer(
+    ckpt: Checkpoints, state: dict, stage: str, params: dict, opt, ema: dict | None, log=print
+) -> None:
     """Load weights, EMA and Adam moments. Without the moment files (left behind to carry a
     checkpoint in less space: they are half of it) the moments restart from zero: the run goes on,
     no longer bit-identical to an uninterrupted one (noted in the state)."""
@@ -445,8 +515,11 @@ def _restore_trainer(ckpt: Checkpoints, state: dict, stage: str, params: dict, o
         for k, p in params.items():
             p.copy_(saved[k])
             if k in m:
-                opt.state[p] = {"step": torch.tensor(float(step)), "exp_avg": m[k].to(p).clone(),
-                                "exp_avg_sq": v[k].to(p).clone()}
+                opt.state[p] = {
+                    "step": torch.tensor(float(step)),
+                    "exp_avg": m[k].to(p).clone(),
+                    "exp_avg_sq": v[k].to(p).clone(),
+                }
         if ema is not None:
             for k, t in ckpt.load(state, stage, "ema").items():
                 ema[k].copy_(t)
@@ -467,7 +540,7 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_frac: float) -> f
 @dataclass
 class PretrainResult:
     out: Path
-    status: str                      # "done" or "paused"
+    status: str  # "done" or "paused"
     state: dict = field(default_factory=dict)
     model_mb: float = 0.0
 
@@ -501,16 +574,18 @@ class _Run:
         vae.eval()
         mse_all, mse_obj = [], []
         for i in range(0, len(images), 16):
-            x = self._to_input(images[i:i + 16])
+            x = self._to_input(images[i : i + 16])
             with self.autocast():
                 rec = vae.decode(vae.encode(x).latent_dist.mean).sample
-            err = ((rec.float().clamp(-1, 1) - x) / 2) ** 2          # in 0..1 units
-            m = masks[i:i + 16].to(self.device)[:, None].expand_as(err)
+            err = ((rec.float().clamp(-1, 1) - x) / 2) ** 2  # in 0..1 units
+            m = masks[i : i + 16].to(self.device)[:, None].expand_as(err)
             mse_all.append(err.mean().item())
             mse_obj.append((err[m].mean() if m.any() else err.mean()).item())
         vae.train()
-        return {"psnr": 10 * math.log10(1 / max(np.mean(mse_all), 1e-12)),
-                "psnr_objects": 10 * math.log10(1 / max(np.mean(mse_obj), 1e-12))}
+        return {
+            "psnr": 10 * math.log10(1 / max(np.mean(mse_all), 1e-12)),
+            "psnr_objects": 10 * math.log10(1 / max(np.mean(mse_obj), 1e-12)),
+        }
 
     @torch.no_grad()
     def encode(self, vae, frames_u8: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -529,7 +604,7 @@ class _Run:
         out = []
         for i in range(0, len(z), 32):
             with self.autocast():
-                out.append(vae.decode(z[i:i + 32]).sample.float())
+                out.append(vae.decode(z[i : i + 32]).sample.float())
         x = ((torch.cat(out).clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
         return x.reshape(b, f, *x.shape[1:])
 
@@ -546,8 +621,9 @@ class _Run:
             clips = ground_truth_clips(cell, n, rng, self.cfg.frames, self.cfg.height, self.cfg.width)
             u8 = torch.from_numpy(np.stack([np.round(c.frames * 255).astype(np.uint8) for c in clips]))
             rec = self.decode(vae, self.encode(vae, u8, scaling), scaling)
-            scores[cell.name] = score_videos(list(rec), cell.spec(self.cfg.frames, self.cfg.height, self.cfg.width),
-                                             self.workers)
+            scores[cell.name] = score_videos(
+                list(rec), cell.spec(self.cfg.frames, self.cfg.height, self.cfg.width), self.workers
+            )
         return {k: v["mean"] for k, v in summarize(scores).overall.items()}
 
     # ---------------------------------------------------------------- generic loop
@@ -558,10 +634,24 @@ class _Run:
         planned = max(st["step"] + 1, int(minutes * 60.0 / max(rate, 1e-6)))
         return min(planned, default_total) if cap else planned
 
-    def _loop(self, stage: str, state: dict, modules: dict, step_fn: Callable, peak_lr: float, warmup: int,
-              min_frac: float, default_total: int, minutes: float | None, deadline: float | None,
-              ema_decay: float | None, after_step: Callable | None = None, cap: bool = False,
-              stop_at: int | None = None, ckpt_seconds: float = 300.0) -> bool:
+    def _loop(
+        self,
+        stage: str,
+        state: dict,
+        modules: dict,
+        step_fn: Callable,
+        peak_lr: float,
+        warmup: int,
+        min_frac: float,
+        default_total: int,
+        minutes: float | None,
+        deadline: float | None,
+        ema_decay: float | None,
+        after_step: Callable | None = None,
+        cap: bool = False,
+        stop_at: int | None = None,
+        ckpt_seconds: float = 300.0,
+    ) -> bool:
         """Train ``stage`` until its planned total (True), or until the deadline or step ``stop_at``
         (False, checkpointed: an interruption that ``--resume`` continues exactly)."""
         cfg = self.cfg
@@ -570,8 +660,13 @@ class _Run:
         plist = list(params.values())
         for p in plist:
             p.requires_grad_(True)
-        opt = torch.optim.AdamW(plist, lr=peak_lr, weight_decay=cfg.weight_decay if stage == "t2v" else 0.0,
-                                betas=(0.9, 0.999), eps=1e-8)
+        opt = torch.optim.AdamW(
+            plist,
+            lr=peak_lr,
+            weight_decay=cfg.weight_decay if stage == "t2v" else 0.0,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+        )
         ema = {k: p.detach().clone().float() for k, p in params.items()} if ema_decay else None
         if st.get("checkpoint"):
             _restore_trainer(self.ckpt, state, stage, params, opt, ema, self.log)
@@ -583,7 +678,7 @@ class _Run:
             st["seconds"] = round(st.get("seconds", 0.0), 2)
             self.ckpt.save(state, stage, st["step"], _trainer_tensors(params, opt, ema, final))
 
-        calib = min(10, max(1, warmup))         # steps timed before planning by minutes (inside the warm-up)
+        calib = min(10, max(1, warmup))  # steps timed before planning by minutes (inside the warm-up)
         total = st.get("total")
         if total is None and minutes is None:
             total = st["total"] = default_total
@@ -601,7 +696,9 @@ class _Run:
                 self.log(f"[{stage}] paused at step {st['step']}/{total}: time limit (resume with --resume)")
                 return False
             if it is None:
-                it = _batches(stage, cfg, st["step"], stop if stop else st["step"] + calib, self.workers, self.cuda)
+                it = _batches(
+                    stage, cfg, st["step"], stop if stop else st["step"] + calib, self.workers, self.cuda
+                )
             try:
                 batch = next(it)
             except StopIteration:
@@ -611,7 +708,7 @@ class _Run:
             t0 = time.perf_counter()
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total or default_total, peak_lr, warmup, min_frac)
-            torch.manual_seed(step_seed(cfg.seed, stage, step))      # dropout inside the modules
+            torch.manual_seed(step_seed(cfg.seed, stage, step))  # dropout inside the modules
             loss, parts = step_fn(step, batch)
             if not math.isfinite(loss.item()):
                 save()
@@ -640,17 +737,22 @@ class _Run:
                 total = self._plan_total(st, default_total, minutes, rate, cap)
                 st["total"] = total
                 stop = total
-                it = None                                         # re-open the stream up to the total
-                self.log(f"[{stage}] planned {total} steps ({rate:.3f} s/step"
-                         + (f", {minutes:.1f} min" if minutes is not None else "") + ")")
+                it = None  # re-open the stream up to the total
+                self.log(
+                    f"[{stage}] planned {total} steps ({rate:.3f} s/step"
+                    + (f", {minutes:.1f} min" if minutes is not None else "")
+                    + ")"
+                )
             if after_step is not None and after_step(st["step"], st):
-                total = st["total"] = st["step"]                 # e.g. the VAE reached its target
+                total = st["total"] = st["step"]  # e.g. the VAE reached its target
             if st["step"] % max(1, min(100, (total or 100) // 20)) == 0 or st["step"] == total:
                 recent = st["losses"][-50:]
                 sps = float(np.mean(window[-20:]))
                 eta = (total - st["step"]) * sps if total else float("nan")
-                self.log(f"[{stage}] step {st['step']}/{total} loss {np.mean(recent):.4f} "
-                         f"lr {opt.param_groups[0]['lr']:.2e} {sps:.3f} s/step ETA {eta / 60:.1f} min")
+                self.log(
+                    f"[{stage}] step {st['step']}/{total} loss {np.mean(recent):.4f} "
+                    f"lr {opt.param_groups[0]['lr']:.2e} {sps:.3f} s/step ETA {eta / 60:.1f} min"
+                )
             if stop_at is not None and stop_at <= st["step"] < total:
                 save()
                 self.log(f"[{stage}] paused at step {st['step']}/{total} (stop_at)")
@@ -703,8 +805,21 @@ class _Run:
             return m["psnr_objects"] >= cfg.vae_psnr_target
 
         vae_minutes = None if minutes is None else 0.15 * minutes
-        done = self._loop("vae", state, {"vae": vae}, step_fn, cfg.vae_lr, cfg.vae_warmup, 0.1, cfg.vae_steps,
-                          vae_minutes, deadline, None, after, cap=True)
+        done = self._loop(
+            "vae",
+            state,
+            {"vae": vae},
+            step_fn,
+            cfg.vae_lr,
+            cfg.vae_warmup,
+            0.1,
+            cfg.vae_steps,
+            vae_minutes,
+            deadline,
+            None,
+            after,
+            cap=True,
+        )
         if not done:
             return False
         vae.eval()
@@ -713,18 +828,30 @@ class _Run:
         with torch.no_grad():
             for i in range(0, len(val_images), 16):
                 with self.autocast():
-                    lats.append(vae.encode(self._to_input(val_images[i:i + 16])).latent_dist.mean.float())
+                    lats.append(vae.encode(self._to_input(val_images[i : i + 16])).latent_dist.mean.float())
         st["scaling_factor"] = float(1.0 / torch.cat(lats).std().clamp_min(1e-6))
         st["final"] = self.vae_validate(vae, val_images, val_masks)
         vae.eval()
         st["ceiling"] = self.vae_ceiling(vae, st["scaling_factor"])
-        self.log(f"[vae] done: scaling factor {st['scaling_factor']:.4f}, PSNR {st['final']['psnr']:.2f} dB "
-                 f"(objects {st['final']['psnr_objects']:.2f}), round-trip ceiling {st['ceiling']}")
+        self.log(
+            f"[vae] done: scaling factor {st['scaling_factor']:.4f}, PSNR {st['final']['psnr']:.2f} dB "
+            f"(objects {st['final']['psnr_objects']:.2f}), round-trip ceiling {st['ceiling']}"
+        )
         self.ckpt.write_state(state)
         return True
 
-    def train_t2v(self, state, unet, vae, text_encoder, scheduler, tokenizer, minutes, deadline,
-                  stop_at: int | None = None) -> bool:
+    def train_t2v(
+        self,
+        state,
+        unet,
+        vae,
+        text_encoder,
+        scheduler,
+        tokenizer,
+        minutes,
+        deadline,
+        stop_at: int | None = None,
+    ) -> bool:
         cfg = self.cfg
         st = state.setdefault("t2v", {"step": 0})
         scaling = state["vae"]["scaling_factor"]
@@ -742,8 +869,13 @@ class _Run:
 
         def ids_for(caps):
             for c in set(caps) - ids_cache.keys():
-                ids_cache[c] = tokenizer(c, padding="max_length", max_length=tokenizer.model_max_length,
-                                         truncation=True, return_tensors="pt").input_ids[0]
+                ids_cache[c] = tokenizer(
+                    c,
+                    padding="max_length",
+                    max_length=tokenizer.model_max_length,
+                    truncation=True,
+                    return_tensors="pt",
+                ).input_ids[0]
             return torch.stack([ids_cache[c] for c in caps]).to(self.device)
 
         def step_fn(step, batch):
@@ -766,8 +898,20 @@ class _Run:
         t2v_minutes = None
         if minutes is not None:
             t2v_minutes = max(minutes - state["vae"].get("seconds", 0.0) / 60.0, 0.1)
-        return self._loop("t2v", state, {"unet": unet, "text_encoder": text_encoder}, step_fn, cfg.lr, cfg.warmup,
-                          cfg.min_lr_frac, cfg.steps, t2v_minutes, deadline, cfg.ema_decay, stop_at=stop_at)
+        return self._loop(
+            "t2v",
+            state,
+            {"unet": unet, "text_encoder": text_encoder},
+            step_fn,
+            cfg.lr,
+            cfg.warmup,
+            cfg.min_lr_frac,
+            cfg.steps,
+            t2v_minutes,
+            deadline,
+            cfg.ema_decay,
+            stop_at=stop_at,
+        )
 
 
 # --------------------------------------------------------------------------- export and card
@@ -776,8 +920,11 @@ class _Run:
 def folder_mb(folder: Path, model_only: bool = True) -> float:
     from ..model import COMPONENTS
 
-    files = [p for c in COMPONENTS for p in (folder / c).rglob("*") if p.is_file()] if model_only else \
-        [p for p in folder.rglob("*") if p.is_file()]
+    files = (
+        [p for c in COMPONENTS for p in (folder / c).rglob("*") if p.is_file()]
+        if model_only
+        else [p for p in folder.rglob("*") if p.is_file()]
+    )
     return sum(p.stat().st_size for p in files) / 1e6
 
 
@@ -796,10 +943,19 @@ def recommended_settings(cfg: PretrainConfig) -> dict:
     defaults instead of ZeroScope's 24 x 320 x 576, CFG 9)."""
     from ..attention import DEFAULT_LEVELS
 
-    return {"model": "shapesworld", "frames": cfg.frames, "height": cfg.height, "width": cfg.width,
-            "steps": cfg.eval_steps, "cfg": cfg.eval_cfg, "negative_prompt": "",
-            "attention_levels": list(DEFAULT_LEVELS), "attention_map_size": list(cfg.map_size),
-            "superclass": "shape", "vocabulary": list(VOCABULARY)}
+    return {
+        "model": "shapesworld",
+        "frames": cfg.frames,
+        "height": cfg.height,
+        "width": cfg.width,
+        "steps": cfg.eval_steps,
+        "cfg": cfg.eval_cfg,
+        "negative_prompt": "",
+        "attention_levels": list(DEFAULT_LEVELS),
+        "attention_map_size": list(cfg.map_size),
+        "superclass": "shape",
+        "vocabulary": list(VOCABULARY),
+    }
 
 
 def _loss_table(losses: list[float], points: int = 10) -> list[tuple[int, float]]:
@@ -809,23 +965,36 @@ def _loss_table(losses: list[float], points: int = 10) -> list[tuple[int, float]
     w = max(1, n // 50)
     out = []
     for i in sorted({max(1, round(n * k / points)) for k in range(1, points + 1)}):
-        out.append((i, float(np.mean(losses[max(0, i - w):i]))))
+        out.append((i, float(np.mean(losses[max(0, i - w) : i]))))
     return out
 
 
-def write_model_card(out: Path, cfg: PretrainConfig, state: dict, modules: dict, device: str,
-                     report=None, command: str = "") -> Path:
+def write_model_card(
+    out: Path, cfg: PretrainConfig, state: dict, modules: dict, device: str, report=None, command: str = ""
+) -> Path:
     from ..plots import render_pil
 
     vae_st, t2v_st = state.get("vae", {}), state.get("t2v", {})
     losses = t2v_st.get("losses", [])
     if losses:
-        render_pil(losses, "ShapesWorld text-to-video loss (epsilon MSE)", width=640, height=360,
-                   notes=[f"{len(losses)} steps, batch {cfg.batch}, {t2v_st.get('seconds', 0) / 60:.1f} min "
-                          f"on {device}"]).save(out / "loss_curve.png")
+        render_pil(
+            losses,
+            "ShapesWorld text-to-video loss (epsilon MSE)",
+            width=640,
+            height=360,
+            notes=[
+                f"{len(losses)} steps, batch {cfg.batch}, {t2v_st.get('seconds', 0) / 60:.1f} min on {device}"
+            ],
+        ).save(out / "loss_curve.png")
     done = vae_st.get("done") and t2v_st.get("done")
-    status = "complete" if done else (f"IN PROGRESS: VAE step {vae_st.get('step', 0)}/{vae_st.get('total')}, "
-                                      f"UNet step {t2v_st.get('step', 0)}/{t2v_st.get('total')}")
+    status = (
+        "complete"
+        if done
+        else (
+            f"IN PROGRESS: VAE step {vae_st.get('step', 0)}/{vae_st.get('total')}, "
+            f"UNet step {t2v_st.get('step', 0)}/{t2v_st.get('total')}"
+        )
+    )
     pc = {k: _n_params(m) for k, m in modules.items()}
     fin = vae_st.get("final", {})
     ceil = vae_st.get("ceiling")
@@ -834,7 +1003,8 @@ def write_model_card(out: Path, cfg: PretrainConfig, state: dict, modules: dict,
         "# ShapesWorld base model (VideoMage built-in)",
         "",
         f"Status: **{status}**. Written by `python -m videomage_core.shapesworld.pretrain`"
-        + (f" (`{command}`)" if command else "") + ".",
+        + (f" (`{command}`)" if command else "")
+        + ".",
         "",
         "A text-to-video model of ZeroScope's architecture (UNet3DConditionModel with the four-level "
         "layout and module names, AutoencoderKL, CLIPTextModel + CLIP BPE tokenizer, DDIM), pretrained "
@@ -851,22 +1021,24 @@ def write_model_card(out: Path, cfg: PretrainConfig, state: dict, modules: dict,
         f"- Captions name colours {', '.join(NAMED_COLOURS)} and shapes {', '.join(NAMED_SHAPES)} only; "
         f"the visual space is broader: all hues, shapes {', '.join(SHAPES)} ('shape' in captions), textures "
         f"{', '.join(TEXTURES)} (never named), dark patterned backgrounds.",
-        f"- VAE: still frames of the same world with {100 * cfg.vae_rehue:.0f} % of objects re-hued uniformly "
-        f"over 0..360 deg and sizes up to {cfg.vae_max_scale}x.",
+        f"- VAE: still frames of the same world with {100 * cfg.vae_rehue:.0f} % of objects re-hued "
+        f"uniformly over 0..360 deg and sizes up to {cfg.vae_max_scale}x.",
         f"- Vocabulary ({len(VOCABULARY)} words, each one token): {' '.join(VOCABULARY)}.",
         "",
         "## Model",
         f"- UNet3DConditionModel: channels {tuple(cfg.unet_channels)}, {cfg.unet_layers} layer(s) per block, "
-        f"{cfg.unet_heads} heads, cross-attention {cfg.text_dim}; {pc.get('unet', 0) / 1e6:.2f} M parameters. "
-        f"Latent {cfg.latent_channels}x{cfg.latent_size[0]}x{cfg.latent_size[1]}; attention maps at the recorded "
-        f"level (down_blocks.2 / up_blocks.1) are {cfg.map_size[0]}x{cfg.map_size[1]}.",
+        f"{cfg.unet_heads} heads, cross-attention {cfg.text_dim}; {pc.get('unet', 0) / 1e6:.2f} M "
+        f"parameters. Latent {cfg.latent_channels}x{cfg.latent_size[0]}x{cfg.latent_size[1]}; attention maps "
+        f"at the recorded level (down_blocks.2 / up_blocks.1) are {cfg.map_size[0]}x{cfg.map_size[1]}.",
         f"- AutoencoderKL: channels {tuple(cfg.vae_channels)} (factor {cfg.vae_factor}), "
-        f"{pc.get('vae', 0) / 1e6:.2f} M parameters, scaling factor {vae_st.get('scaling_factor', float('nan')):.4f}.",
+        f"{pc.get('vae', 0) / 1e6:.2f} M parameters, scaling factor "
+        f"{vae_st.get('scaling_factor', float('nan')):.4f}.",
         f"- CLIPTextModel: hidden {cfg.text_dim}, {cfg.text_layers} layers, {cfg.text_heads} heads; "
         f"{pc.get('text_encoder', 0) / 1e6:.2f} M parameters.",
         "- DDIMScheduler: scaled-linear betas 0.00085..0.012, 1000 steps, epsilon prediction (ZeroScope's).",
-        f"- Folder size: {folder_mb(out):.1f} MB (limit {MAX_MODEL_MB:.0f} MB). Trained for {cfg.frames} frames at "
-        f"{cfg.width}x{cfg.height}; `videomage.json` holds these sampling defaults (CFG {cfg.eval_cfg}).",
+        f"- Folder size: {folder_mb(out):.1f} MB (limit {MAX_MODEL_MB:.0f} MB). Trained for {cfg.frames} "
+        f"frames at {cfg.width}x{cfg.height}; `videomage.json` holds these sampling defaults "
+        f"(CFG {cfg.eval_cfg}).",
         "",
         "## Training",
         f"- Device: {device}. Seed {cfg.seed}; every step's randomness is a function of (seed, stage, step).",
@@ -874,12 +1046,15 @@ def write_model_card(out: Path, cfg: PretrainConfig, state: dict, modules: dict,
         f"{vae_st.get('seconds', 0) / 60:.1f} min; PSNR {fin.get('psnr', float('nan')):.2f} dB "
         f"(object pixels {fin.get('psnr_objects', float('nan')):.2f} dB, target {cfg.vae_psnr_target}).",
         "- VAE round-trip ceiling (prompt following of ground-truth held-out clips after encode + decode): "
-        + (", ".join(f"{k} {v:.2f}" for k, v in ceil.items() if v is not None) if ceil else "not measured") + ".",
-        f"- UNet + text encoder: {t2v_st.get('step', 0)} of {t2v_st.get('total')} steps of {cfg.batch} clips, "
-        f"AdamW lr {cfg.lr} (warm-up {cfg.warmup}, cosine to {cfg.min_lr_frac}x), weight decay {cfg.weight_decay}, "
+        + (", ".join(f"{k} {v:.2f}" for k, v in ceil.items() if v is not None) if ceil else "not measured")
+        + ".",
+        f"- UNet + text encoder: {t2v_st.get('step', 0)} of {t2v_st.get('total')} steps of {cfg.batch} "
+        f"clips, AdamW lr {cfg.lr} (warm-up {cfg.warmup}, cosine to {cfg.min_lr_frac}x), weight decay "
+        f"{cfg.weight_decay}, "
         f"grad clip {cfg.grad_clip}, caption dropout {cfg.caption_dropout}, EMA {cfg.ema_decay} (exported); "
         f"{t2v_st.get('seconds', 0) / 60:.1f} min"
-        + (f" ({t2v_st['seconds'] / max(t2v_st['step'], 1):.3f} s/step)" if t2v_st.get("step") else "") + ".",
+        + (f" ({t2v_st['seconds'] / max(t2v_st['step'], 1):.3f} s/step)" if t2v_st.get("step") else "")
+        + ".",
         "",
         "## Loss curve",
         "![loss](loss_curve.png)" if losses else "(no UNet steps yet)",
@@ -892,13 +1067,24 @@ def write_model_card(out: Path, cfg: PretrainConfig, state: dict, modules: dict,
     L += ["## Controllability (held-out prompts)", ""]
     if report is not None:
         s = report.settings
-        L += [f"{s.get('samples_per_cell')} samples per prompt, {s.get('steps')} DDIM steps, CFG {s.get('cfg')}, "
-              f"seeds {s.get('seeds')}; scored with `shapesworld.measures.prompt_following` (exact on ground "
-              f"truth). Mean ± 95 % half-width.", "", report.markdown(), "",
-              "Targets met: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in report.meets_targets.items())
-              + ".", ""]
+        L += [
+            f"{s.get('samples_per_cell')} samples per prompt, {s.get('steps')} DDIM steps, "
+            f"CFG {s.get('cfg')}, "
+            f"seeds {s.get('seeds')}; scored with `shapesworld.measures.prompt_following` (exact on ground "
+            f"truth). Mean ± 95 % half-width.",
+            "",
+            report.markdown(),
+            "",
+            "Targets met: "
+            + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in report.meets_targets.items())
+            + ".",
+            "",
+        ]
     else:
-        L += ["Not measured yet (run `python -m videomage_core.shapesworld.controllability` on this folder).", ""]
+        L += [
+            "Not measured yet (run `python -m videomage_core.shapesworld.controllability` on this folder).",
+            "",
+        ]
     L += ["## Config", "```json", json.dumps(cfg.to_dict(), indent=1), "```", ""]
     path = out / "MODEL_CARD.md"
     path.write_text("\n".join(L))
@@ -908,11 +1094,21 @@ def write_model_card(out: Path, cfg: PretrainConfig, state: dict, modules: dict,
 # --------------------------------------------------------------------------- entry point
 
 
-def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: str = "cpu",
-             steps: int | None = None, minutes: float | None = None, time_limit: float | None = None,
-             resume: bool = False, ckpt_dir: str | os.PathLike | None = None, workers: int | None = None,
-             eval_samples: int | None = None, log: Callable[[str], None] | None = None,
-             command: str = "", stop_at: int | None = None) -> PretrainResult:
+def pretrain(
+    out: str | os.PathLike,
+    cfg: PretrainConfig | None = None,
+    device: str = "cpu",
+    steps: int | None = None,
+    minutes: float | None = None,
+    time_limit: float | None = None,
+    resume: bool = False,
+    ckpt_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    eval_samples: int | None = None,
+    log: Callable[[str], None] | None = None,
+    command: str = "",
+    stop_at: int | None = None,
+) -> PretrainResult:
     """Run (or continue) every stage; write the model folder and its card. See the module docstring.
 
     ``steps`` overrides ``cfg.steps`` (UNet steps); ``minutes`` plans both stages' steps from the
@@ -928,7 +1124,7 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
     cfg.check()
     out = Path(out)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir else out.with_name(out.name + ".ckpt")
-    sinks = []                                   # the log file, once the checkpoint folder exists
+    sinks = []  # the log file, once the checkpoint folder exists
 
     def _log(msg):
         line = f"{time.strftime('%H:%M:%S')} {msg}"
@@ -955,23 +1151,25 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
             if set(diff) - {"steps", "eval_samples", "eval_steps", "eval_cfg", "eval_batch"}:
                 raise ValueError(f"--resume with another config than the checkpoint's: {diff}")
             if "steps" in diff and state.get("t2v", {}).get("total") and not state["t2v"].get("done"):
-                state["t2v"]["total"] = cfg.steps           # a new plan keeps the steps done so far
+                state["t2v"]["total"] = cfg.steps  # a new plan keeps the steps done so far
             state["config"] = cfg.to_dict()
     else:
         state = {"config": cfg.to_dict(), "created": time.strftime("%Y-%m-%d %H:%M:%S"), "device": device}
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         build_tokenizer(run.tok_dir)
         ck.write_state(state)
-    if not (run.tok_dir / "tokenizer.json").is_file():      # deterministic: rebuilt if not carried along
+    if not (run.tok_dir / "tokenizer.json").is_file():  # deterministic: rebuilt if not carried along
         build_tokenizer(run.tok_dir)
     with open(ckpt_dir / "train.log", "a") as logf:
         sinks.append(logf)
-        return _pretrain_stages(run, state, cfg, out, device, minutes, deadline, stop_at, eval_samples, workers,
-                                command, _log)
+        return _pretrain_stages(
+            run, state, cfg, out, device, minutes, deadline, stop_at, eval_samples, workers, command, _log
+        )
 
 
-def _pretrain_stages(run, state, cfg, out, device, minutes, deadline, stop_at, eval_samples, workers, command,
-                     _log) -> PretrainResult:
+def _pretrain_stages(
+    run, state, cfg, out, device, minutes, deadline, stop_at, eval_samples, workers, command, _log
+) -> PretrainResult:
     ck = run.ckpt
     if minutes is not None and "minutes" not in state:
         state["minutes"] = float(minutes)
@@ -980,13 +1178,16 @@ def _pretrain_stages(run, state, cfg, out, device, minutes, deadline, stop_at, e
 
     tokenizer = CLIPTokenizer.from_pretrained(run.tok_dir, local_files_only=True)
     unet, vae, text_encoder, scheduler = build_modules(cfg, tokenizer)
-    _log(f"config: {cfg.vae_factor}x VAE, latent {cfg.latent_size}, maps {cfg.map_size}, params unet "
-         f"{_n_params(unet) / 1e6:.2f} M, vae {_n_params(vae) / 1e6:.2f} M, text {_n_params(text_encoder) / 1e6:.2f} M; "
-         f"device {device}, workers {workers}")
+    _log(
+        f"config: {cfg.vae_factor}x VAE, latent {cfg.latent_size}, maps {cfg.map_size}, params unet "
+        f"{_n_params(unet) / 1e6:.2f} M, vae {_n_params(vae) / 1e6:.2f} M, "
+        f"text {_n_params(text_encoder) / 1e6:.2f} M; "
+        f"device {device}, workers {workers}"
+    )
     if not run.train_vae(state, vae, minutes, deadline):
         return PretrainResult(out, "paused", state)
     finished = run.train_t2v(state, unet, vae, text_encoder, scheduler, tokenizer, minutes, deadline, stop_at)
-    if not finished:               # export the current EMA so the partial model can be looked at
+    if not finished:  # export the current EMA so the partial model can be looked at
         ema = ck.load(state, "t2v", "ema")
         unet.load_state_dict({k[5:]: v for k, v in ema.items() if k.startswith("unet.")})
         text_encoder.load_state_dict({k[13:]: v for k, v in ema.items() if k.startswith("text_encoder.")})
@@ -1004,8 +1205,15 @@ def _pretrain_stages(run, state, cfg, out, device, minutes, deadline, stop_at, e
         (out / "controllability.json").write_text(json.dumps(report.to_dict(), indent=1))
     elif finished and state.get("eval"):
         _log("controllability: kept the earlier measurement")
-    write_model_card(out, cfg, state, modules, device if device != "cuda" else _gpu_name(),
-                     report or _report_from_state(state), command)
+    write_model_card(
+        out,
+        cfg,
+        state,
+        modules,
+        device if device != "cuda" else _gpu_name(),
+        report or _report_from_state(state),
+        command,
+    )
     _log(f"wrote {out} ({mb:.1f} MB), status {'done' if finished else 'paused'}")
     return PretrainResult(out, "done" if finished else "paused", state, mb)
 
@@ -1035,20 +1243,33 @@ def _evaluate(out: Path, cfg: PretrainConfig, device: str, samples: int, workers
     from .controllability import evaluate_controllability
 
     model = load_model(out, device=device)
-    settings = SampleSettings(frames=cfg.frames, height=cfg.height, width=cfg.width, steps=cfg.eval_steps,
-                              cfg=cfg.eval_cfg)
-    log(f"controllability: {len(HELD_OUT_CELLS)} held-out prompts x {samples} samples, {cfg.eval_steps} steps, "
-        f"CFG {cfg.eval_cfg}")
-    rep = evaluate_controllability(model, HELD_OUT_CELLS, samples, settings, batch=cfg.eval_batch,
-                                   workers=workers, autocast_dtype=torch.bfloat16 if device == "cuda" else None,
-                                   progress=log)
+    settings = SampleSettings(
+        frames=cfg.frames, height=cfg.height, width=cfg.width, steps=cfg.eval_steps, cfg=cfg.eval_cfg
+    )
+    log(
+        f"controllability: {len(HELD_OUT_CELLS)} held-out prompts x {samples} samples, "
+        f"{cfg.eval_steps} steps, "
+        f"CFG {cfg.eval_cfg}"
+    )
+    rep = evaluate_controllability(
+        model,
+        HELD_OUT_CELLS,
+        samples,
+        settings,
+        batch=cfg.eval_batch,
+        workers=workers,
+        autocast_dtype=torch.bfloat16 if device == "cuda" else None,
+        progress=log,
+    )
     log("controllability:\n" + rep.markdown())
     return rep
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m videomage_core.shapesworld.pretrain",
-                                description="Pretrain the built-in ShapesWorld model (resumable).")
+    p = argparse.ArgumentParser(
+        prog="python -m videomage_core.shapesworld.pretrain",
+        description="Pretrain the built-in ShapesWorld model (resumable).",
+    )
     p.add_argument("--out", required=True, help="model folder to write (diffusers layout)")
     p.add_argument("--ckpt", help="checkpoint folder (default: OUT.ckpt next to OUT)")
     p.add_argument("--device", default="cpu")
@@ -1071,9 +1292,21 @@ def main(argv=None) -> int:
     threads = os.environ.get("OMP_NUM_THREADS")
     if a.device == "cpu" and threads:
         torch.set_num_threads(int(threads))
-    res = pretrain(a.out, cfg, a.device, a.steps, a.minutes, a.time_limit, a.resume, a.ckpt, a.workers,
-                   a.eval_samples, command=" ".join(["python -m videomage_core.shapesworld.pretrain"] + sys.argv[1:]
-                                                    if argv is None else list(argv)))
+    res = pretrain(
+        a.out,
+        cfg,
+        a.device,
+        a.steps,
+        a.minutes,
+        a.time_limit,
+        a.resume,
+        a.ckpt,
+        a.workers,
+        a.eval_samples,
+        command=" ".join(
+            ["python -m videomage_core.shapesworld.pretrain"] + sys.argv[1:] if argv is None else list(argv)
+        ),
+    )
     print(f"status: {res.status}")
     return 0
 
