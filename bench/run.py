@@ -9,6 +9,7 @@ random weights (24 x 320 x 576) when a GPU is present.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -97,7 +98,7 @@ def compare(name: str, a, b, repeats: int, device, per: float = 1.0) -> dict:
             "a_peak_mib": mem["a"], "b_peak_mib": mem["b"], "repeats": repeats}
 
 
-def run_small(model_dir: Path, device: torch.device, repeats: int, size: int, frames: int) -> dict:
+def run_small(model_dir: Path, device: torch.device, repeats: int, size: int, frames: int) -> dict:  # noqa: C901
     """The five ratios on one model (the tiny ZeroScope-layout model by default)."""
     from diffusers import TextToVideoSDPipeline
 
@@ -108,7 +109,10 @@ def run_small(model_dir: Path, device: torch.device, repeats: int, size: int, fr
     print("capture vs plain forward", flush=True)
     out["capture_vs_plain_forward_ratio"] = compare("forward", s.forward_capture, s.forward_plain, repeats * 3, device)
     print("plain sampler vs diffusers", flush=True)
-    pipe = TextToVideoSDPipeline.from_pretrained(model_dir).to(device)
+    # the pipeline runs the very same modules (LoRA wrappers included), so only the loops differ
+    m = s.model
+    pipe = TextToVideoSDPipeline(vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet,
+                                 scheduler=copy.deepcopy(m.scheduler))
     pipe.set_progress_bar_config(disable=True)
     out["plain_vs_diffusers_time_ratio"] = compare("plain sampling", s.sample_plain_base,
                                                    lambda: s.sample_diffusers(pipe), repeats, device)
@@ -120,7 +124,7 @@ def run_small(model_dir: Path, device: torch.device, repeats: int, size: int, fr
     print("motion step vs plain temporal LoRA step", flush=True)
     out["motion_step_vs_plain_lora_step_ratio"] = compare("motion step", s.motion_steps, s.plain_motion_steps,
                                                           repeats, device, per=s.train_steps)
-    out["setup"] = {"size": size, "frames": frames, "sampling_steps": s.sampling_steps, "tau": s.tau,
+    out["setup"] = {"size": size, "frames": frames, "capture_size": s.capture_size, "sampling_steps": s.sampling_steps, "tau": s.tau,
                     "train_steps": s.train_steps, "model": s.describe()}
     return out
 
@@ -142,7 +146,8 @@ def write_results(results: dict, folder: Path) -> None:
     setup = results["small"]["setup"]
     lines += ["", f"Model: {setup['model']}; videos {setup['frames']} x {setup['size']} x {setup['size']}, "
               f"{setup['sampling_steps']} DDIM steps (SCS tau {setup['tau']}), {setup['train_steps']} training "
-              "steps per timing.", "",
+              f"steps per timing; the forward comparison at {setup['frames']} x {setup['capture_size']} x "
+              f"{setup['capture_size']}.", "",
               "A/B per ratio: capture = UNet forward with the attention recorder on the default layers / "
               "without; plain = our DDIM+CFG sampler / diffusers' TextToVideoSDPipeline; SCS = Algorithm 1 / "
               "plain CFG DDIM with both LoRAs (w/o SCS); subject = one subject step / a plain LoRA step on "
@@ -162,7 +167,7 @@ def write_results(results: dict, folder: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
