@@ -140,7 +140,8 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
 
     report = {
         "model": {"path": str(model_dir), "fingerprint": model.fingerprint,
-                  "kind": "tiny random ZeroScope-layout model (no pretrained weights)"},
+                  "kind": "tiny random ZeroScope-layout model (no pretrained weights)",
+                  "note": "a random model draws noise: the measures below score noise, not customization"},
         "scale": scale, "seed": seed, "prompt": prompt,
         "inputs": {"subjects": [asdict(s[0]) for s in subjects], "reference_caption": reference.caption,
                    "reference_motion": reference.motion},
