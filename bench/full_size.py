@@ -45,15 +45,21 @@ def zeroscope_model(device: torch.device, dtype: torch.dtype):
 
 
 def _measure(fn, device):
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     fn()
-    torch.cuda.synchronize()
-    return {"seconds": time.perf_counter() - t0, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    if cuda:
+        torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    return {"seconds": time.perf_counter() - t0, "peak_gib": peak}
 
 
-def run_full_size(device: torch.device, dtype: torch.dtype = torch.float16, steps: int = 3) -> dict:
+def run_full_size(device: torch.device, dtype: torch.dtype = torch.float16, steps: int = 3,
+                  frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH, sampling_steps: int = 50) -> dict:
+    """Time the real-size stages. The size arguments exist for a CPU smoke run of this code path."""
     from videomage_core.fusion import FusionSettings, fuse_subjects
     from videomage_core.motion import MotionSettings, train_motion
     from videomage_core.pipeline import generate_video
@@ -62,15 +68,16 @@ def run_full_size(device: torch.device, dtype: torch.dtype = torch.float16, step
 
     model = zeroscope_model(device, dtype)
     gen = torch.Generator().manual_seed(0)
-    images = torch.rand(4, HEIGHT, WIDTH, 3, generator=gen)
-    video = torch.rand(FRAMES, HEIGHT, WIDTH, 3, generator=gen)
+    images = torch.rand(4, height, width, 3, generator=gen)
+    video = torch.rand(frames, height, width, 3, generator=gen)
+    size = {"height": height, "width": width}
     cache = tempfile.mkdtemp()
     cases, arts = {}, {}
     for ckpt in (False, True):
         tag = "checkpointing" if ckpt else "no checkpointing"
         for n, tok in enumerate(("<a>", "<b>")):
             st = SubjectSettings(token=tok, superclass="toy", steps=steps, prior_videos=1, prior_steps=2,
-                                 gradient_checkpointing=ckpt)
+                                 prior_frames=min(8, frames), gradient_checkpointing=ckpt, **size)
             art = None
 
             def run_subject():
@@ -82,16 +89,16 @@ def run_full_size(device: torch.device, dtype: torch.dtype = torch.float16, step
                 cases[f"subject step ({tag})"] = {"seconds": art.train_args["seconds"] / steps,
                                                   "peak_gib": warm["peak_gib"]}
         ms = MotionSettings(motion_prompt="a toy riding a dog", reference_words=("toy", "dog"), steps=steps,
-                            inversion_steps=steps, gradient_checkpointing=ckpt)
+                            inversion_steps=steps, gradient_checkpointing=ckpt, **size)
         motion = None
 
         def run_motion():
             nonlocal motion
             motion = train_motion(model, video, ms)
         peak = _measure(run_motion, device)["peak_gib"]
-        cases[f"motion step, 24 frames ({tag})"] = {"seconds": motion.train_args["seconds"] / steps, "peak_gib": peak}
-        fs = FusionSettings(steps=steps, frames=8, generation_steps=2, videos_per_subject=1, cutmix_videos=1,
-                            gradient_checkpointing=ckpt)
+        cases[f"motion step, {frames} frames ({tag})"] = {"seconds": motion.train_args["seconds"] / steps, "peak_gib": peak}
+        fs = FusionSettings(steps=steps, frames=min(8, frames), generation_steps=2, videos_per_subject=1,
+                            cutmix_videos=1, gradient_checkpointing=ckpt, **size)
         fused = None
 
         def run_fusion():
@@ -99,14 +106,14 @@ def run_full_size(device: torch.device, dtype: torch.dtype = torch.float16, step
             fused = fuse_subjects(model, [arts["<a>"], arts["<b>"]], fs, cache_dir=cache)
         peak = _measure(run_fusion, device)["peak_gib"]
         cases[f"fusion step ({tag})"] = {"seconds": fused.train_args["seconds"] / steps, "peak_gib": peak}
-    sample = SampleSettings(frames=FRAMES, height=HEIGHT, width=WIDTH, steps=50, cfg=9.0)
+    sample = SampleSettings(frames=frames, height=height, width=width, steps=sampling_steps, cfg=9.0)
     for mode in ("wo_scs", "scs"):
-        cases[f"sampling 50 steps, {mode}"] = _measure(
+        cases[f"sampling {sampling_steps} steps, {mode}"] = _measure(
             lambda: generate_video(model, fused, motion, "A <a> rides a <b>", sample, mode=mode,
-                                   scs=SCSSettings(tau=15)), device)
+                                   scs=SCSSettings(tau=min(15, sampling_steps))), device)
     per = {k.split(" (")[0]: v["seconds"] for k, v in cases.items() if "checkpointing)" in k and "no " not in k}
-    total = (2 * 300 * per["subject step"] + 600 * per["motion step, 24 frames"] + 300 * per["fusion step"]
-             + cases["sampling 50 steps, scs"]["seconds"] * 1.0)
+    total = (2 * 300 * per["subject step"] + 600 * per[f"motion step, {frames} frames"]
+             + 300 * per["fusion step"] + cases[f"sampling {sampling_steps} steps, scs"]["seconds"])
     return {"cases": cases, "estimated_customization_minutes": round(total / 60, 1),
             "note": "estimate = 2 x 300 subject steps + 300 inversion + 300 motion steps + 300 fusion steps "
                     "(with checkpointing) + one SCS video; prior/fusion video generation not included"}

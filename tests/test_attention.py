@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from videomage_core.attention import AttentionRecorder, recorded_layer_names
@@ -75,3 +76,28 @@ def test_map_gradient_matches_finite_differences(model):
     analytic = (grad * direction).sum()
     assert analytic.abs() > 1e-8
     assert torch.isclose(analytic, fd, rtol=1e-4, atol=1e-9), (analytic.item(), fd.item())
+
+
+@pytest.mark.parametrize("stop_early", [False, True])
+def test_map_gradients_survive_gradient_checkpointing(model, stop_early):
+    """Checkpointed blocks recompute the recorded layers during backward (recorder still attached)."""
+    from videomage_core.checkpointing import set_gradient_checkpointing
+
+    x, text = _inputs(model)
+    rec = AttentionRecorder(model.unet)
+
+    def grad():
+        leaf = x.clone().requires_grad_(True)
+        with rec:
+            with rec.recording(leaf.shape, stop_after_last=stop_early):
+                predict_noise(model, leaf, torch.tensor(400), text)
+            loss = rec.spatial_maps()[..., 2, :, :].pow(2).sum() + rec.temporal_maps().pow(2).sum()
+            return torch.autograd.grad(loss, leaf)[0]
+
+    plain = grad()
+    set_gradient_checkpointing(model.unet, True)
+    try:
+        checked = grad()
+    finally:
+        set_gradient_checkpointing(model.unet, False)
+    assert torch.allclose(plain, checked, atol=1e-6), (plain - checked).abs().max()

@@ -216,3 +216,24 @@ def test_cancel_stops_within_a_step_and_leaves_the_model_clean(model, tmp_path):
     assert steps == [1, 2]
     assert model.adapters == {}
     assert not any(p.requires_grad for p in model.unet.parameters())
+
+
+@pytest.mark.parametrize("loop", ["subject", "motion", "fusion"])
+def test_gradient_checkpointing_gives_the_same_training(model, tmp_path, loop):
+    """Checkpointed blocks are recomputed during backward with the same adapters and attention."""
+    def run(ckpt):
+        if loop == "subject":
+            return train_subject(model, _images(), _subject_settings(steps=2, gradient_checkpointing=ckpt),
+                                 cache_dir=tmp_path)
+        if loop == "motion":
+            st = MotionSettings(motion_prompt="a toy moving right", reference_words=("toy",), steps=2,
+                                inversion_steps=1, height=64, width=64, gradient_checkpointing=ckpt)
+            return train_motion(model, _video(), st)
+        subjects = [_random_subject(model, "<toy>", "toy", 1), _random_subject(model, "<dog>", "dog", 2)]
+        return fuse_subjects(model, subjects, _fusion_settings(steps=2, gradient_checkpointing=ckpt),
+                             cache_dir=tmp_path)
+
+    plain, checked = run(False), run(True)
+    assert checked.losses == pytest.approx(plain.losses, rel=1e-5)
+    for key, value in plain.lora.items():
+        assert torch.allclose(checked.lora[key], value, atol=1e-6), key

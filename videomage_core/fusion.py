@@ -208,10 +208,10 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                 x_t = add_noise(model, x0, noise, t)
                 with torch.no_grad(), adapters_active(model, [names[n]]):
                     teacher = predict_noise(model, x_t, t, texts[n])
-                with adapters_active(model, ["fused"]):
+                with adapters_active(model, ["fused"]):  # backward too: checkpointing recomputes
                     student = predict_noise(model, x_t, t, texts[n])
-                part = fusion_loss([student], [teacher])
-                (part / len(subjects)).backward()
+                    part = fusion_loss([student], [teacher])
+                    (part / len(subjects)).backward()
                 l_parts.append(part.detach())
             l_fusion = torch.stack(l_parts).mean()
             l_attn = torch.zeros(())
@@ -220,13 +220,15 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                 noise = randn(c["latents"].shape, gen, model)
                 t = sample_timesteps(model, 1, gen)
                 x_t = add_noise(model, c["latents"], noise, t)
+                # backward inside the recorder: gradient checkpointing recomputes these layers with
+                # the same (explicit) attention as the forward
                 with recorder, adapters_active(model, ["fused"]):
                     with recorder.recording(x_t.shape, stop_after_last=True):
                         predict_noise(model, x_t, t, c["text"])
                     maps = recorder.spatial_maps()
-                sca = [maps[:, :, cols].mean(2) for cols in c["columns"]]
-                l_attn = attention_mask_loss(sca, c["masks"])
-                (settings.lambda2 * l_attn).backward()
+                    sca = [maps[:, :, cols].mean(2) for cols in c["columns"]]
+                    l_attn = attention_mask_loss(sca, c["masks"])
+                    (settings.lambda2 * l_attn).backward()
             total = attention_objective(l_fusion, l_attn.detach(), settings.lambda2)
             return total, {"L_fusion": l_fusion, "L_attn": l_attn.detach()}
 

@@ -141,10 +141,10 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
                 with torch.no_grad(), adapters_active(model, []):
                     eps_ap = predict_noise(model, x_t, t, text_ap)
             target = appearance_free_target(noise, eps_ap, settings.omega)
-            with adapters_active(model, [adapter]):
-                pred = predict_noise(model, x_t, t, text_m)
-            loss = motion_loss(pred, target)
-            return loss, {"L_mot": loss.detach()}
+            with adapters_active(model, [adapter]):  # backward too: checkpointing recomputes
+                loss = motion_loss(predict_noise(model, x_t, t, text_m), target)
+                loss.backward()
+            return loss.detach(), {"L_mot": loss.detach()}
 
         params = trainable_lora_parameters(model, adapter)
         result = run_training("motion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
