@@ -162,6 +162,8 @@ def write_results(results: dict, folder: Path) -> None:
         lines += ["", "| case | seconds | peak GPU GiB |", "|---|---|---|"]
         for k, v in full["cases"].items():
             lines.append(f"| {k} | {v['seconds']:.2f} | {v['peak_gib']:.2f} |")
+        lines += ["", f"Estimated whole customization: {full['estimated_customization_minutes']} min "
+                  f"({full['note']})."]
     (folder / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 
