@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -137,7 +137,3 @@ def apply_artifact(model, artifact: LoraArtifact, adapter_name: str, input_name:
     for token, emb in artifact.tokens.items():
         add_token(model, token, embedding=emb)
     load_lora_state(model, adapter_name, artifact.lora, artifact.scope, artifact.rank, artifact.alpha)
-
-
-def artifact_dict(artifact: LoraArtifact) -> dict:
-    return asdict(artifact)

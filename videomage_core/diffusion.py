@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from .errors import require
 
 
 def encode_prompts(model, prompts: list[str]) -> torch.Tensor:
@@ -13,13 +12,6 @@ def encode_prompts(model, prompts: list[str]) -> torch.Tensor:
                           truncation=True, return_tensors="pt")
     ids = tok.input_ids.to(model.device)
     return model.text_encoder(ids)[0].to(model.dtype)
-
-
-def check_video_size(height: int, width: int, frames: int | None = None, input_name: str = "size") -> None:
-    require(height % 8 == 0 and width % 8 == 0 and height > 0 and width > 0, input_name,
-            f"width and height must be positive multiples of 8, got {width}x{height}")
-    if frames is not None:
-        require(frames >= 2, input_name, f"a video needs at least 2 frames, got {frames}")
 
 
 @torch.no_grad()

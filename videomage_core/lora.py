@@ -6,7 +6,6 @@ Subject LoRAs live on spatial layers, motion LoRAs on temporal layers (``method.
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 
 import torch
@@ -188,7 +187,3 @@ def average_of_deltas(states: list[dict[str, torch.Tensor]], scalings: list[floa
         fused[f"{module}.lora_A.weight"], fused[f"{module}.lora_B.weight"] = a.contiguous(), b.contiguous()
     out_rank = fused[f"{modules[0]}.lora_A.weight"].shape[0]
     return fused, out_rank
-
-
-def scope_of(name: str) -> str:
-    return "temporal" if re.fullmatch(TEMPORAL_TARGETS, name.rsplit(".lora_", 1)[0]) else "spatial"

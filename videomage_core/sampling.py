@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import DEFAULT_LEVELS, AttentionRecorder
+from .data import check_size
 from .diffusion import encode_prompts, predict_noise, randn
 from .errors import TrainingCancelled, require
 from .lora import adapters_active
@@ -35,8 +36,7 @@ class SampleSettings:
 
     def check(self) -> None:
         require(self.frames >= 2, "frames", f"a video needs at least 2 frames, got {self.frames}")
-        require(self.height % 8 == 0 and self.width % 8 == 0 and self.height > 0 and self.width > 0,
-                "size", f"width and height must be positive multiples of 8, got {self.width}x{self.height}")
+        check_size(self.width, self.height)
         require(self.steps >= 1, "steps", f"expected at least 1 step, got {self.steps}")
 
 
@@ -228,24 +228,23 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     x = initial_noise(model, settings) if latents is None else latents.to(model.device, model.dtype)
     wsum = scs.beta_s + scs.beta_m
     recorder = AttentionRecorder(model.unet, levels=scs.levels)
-    if True:
-        for i, t in enumerate(sched.timesteps):
-            t0 = time.perf_counter()
-            x_sub, x_mot = x, x
-            loss = 0.0
-            if i < scs.tau:
-                x_sub, x_mot, l_sm, l_ms = collaborative_guidance(
-                    model, recorder, sub, mot, x_sub, x_mot, t, alphas[i], scs.stop_at_last_layer)
-                loss = l_sm + l_ms
-                if stats is not None:
-                    stats.loss_s_to_m.append(l_sm)
-                    stats.loss_m_to_s.append(l_ms)
-            with adapters_active(model, [subject_adapter]):
-                eps_sub = _cfg_eps(model, x_sub, t, sub.text, settings.cfg)
-            with adapters_active(model, [motion_adapter]):
-                eps_mot = _cfg_eps(model, x_mot, t, mot.text, settings.cfg)
-            eps = combine_branches(eps_sub, eps_mot, scs.beta_s, scs.beta_m)
-            x_base = x if i >= scs.tau else (scs.beta_s * x_sub + scs.beta_m * x_mot) / wsum
-            x = sched.step(eps, t, x_base).prev_sample
-            _report(callback, cancel, "scs", i, steps, loss, t0=t0)
+    for i, t in enumerate(sched.timesteps):
+        t0 = time.perf_counter()
+        x_sub, x_mot = x, x
+        loss = 0.0
+        if i < scs.tau:
+            x_sub, x_mot, l_sm, l_ms = collaborative_guidance(
+                model, recorder, sub, mot, x_sub, x_mot, t, alphas[i], scs.stop_at_last_layer)
+            loss = l_sm + l_ms
+            if stats is not None:
+                stats.loss_s_to_m.append(l_sm)
+                stats.loss_m_to_s.append(l_ms)
+        with adapters_active(model, [subject_adapter]):
+            eps_sub = _cfg_eps(model, x_sub, t, sub.text, settings.cfg)
+        with adapters_active(model, [motion_adapter]):
+            eps_mot = _cfg_eps(model, x_mot, t, mot.text, settings.cfg)
+        eps = combine_branches(eps_sub, eps_mot, scs.beta_s, scs.beta_m)
+        x_base = x if i >= scs.tau else (scs.beta_s * x_sub + scs.beta_m * x_mot) / wsum
+        x = sched.step(eps, t, x_base).prev_sample
+        _report(callback, cancel, "scs", i, steps, loss, t0=t0)
     return x

@@ -121,11 +121,6 @@ def get_token_embedding(model, token: str) -> torch.Tensor:
     return emb.rows[model.tokenizer.convert_tokens_to_ids(token) - emb.base_vocab].detach().clone()
 
 
-def freeze_tokens(model) -> None:
-    for p in token_embeddings(model).rows:
-        p.requires_grad_(False)
-
-
 def check_prompt_tokens(prompt: str, tokens: list[str], input_name: str = "prompt") -> None:
     """Every token must appear in the prompt."""
     missing = [t for t in tokens if t not in prompt]
