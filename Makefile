@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test demo bench workflows test-comfyui clean
+.PHONY: install test demo bench quality workflows test-comfyui clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# VideoMage vs its ablations and a MotionDirector-style baseline on the built-in ShapesWorld model
+# (exact measures; about 40-60 min on 2 cores); writes bench/quality.json and bench/RESULTS.md
+quality: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m bench.quality
 
 # regenerate the bundled workflows (UI + API twins + thumbnails) from the node definitions
 workflows: $(STAMP)

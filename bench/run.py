@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from videomage_core import __version__
+from bench.markdown import write_section
 
 GOALS = {
     "scs_vs_plain_time_ratio": ("<=", 3.0, "stretch 2.7"),
@@ -164,7 +165,7 @@ def write_results(results: dict, folder: Path) -> None:
             lines.append(f"| {k} | {v['seconds']:.2f} | {v['peak_gib']:.2f} |")
         lines += ["", f"Estimated whole customization: {full['estimated_customization_minutes']} min "
                   f"({full['note']})."]
-    (folder / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    write_section(folder / "RESULTS.md", "speed", "\n".join(lines))
 
 
 def main(argv=None) -> int:

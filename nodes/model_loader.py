@@ -9,10 +9,11 @@ from . import comfy_bridge as bridge
 from .common import check_spec, first_error
 from .types import CATEGORY, MODEL
 
-# Built-in models listed as if they were in models/diffusers: name -> folder. Empty by default; a
-# later release adds a pretrained ShapesWorld model through `videomage_core.pretrained`
-# (a module with `builtin_model_folders() -> {name: folder}`), or code may register one here.
+# Built-in models listed as if they were in models/diffusers: name -> folder. The pretrained
+# ShapesWorld model comes from `videomage_core.pretrained` (`builtin_model_folders()`, listed as
+# `shapesworld_builtin`); code (tests) may register more here.
 BUILTIN_MODEL_FOLDERS: dict[str, Path] = {}
+BUILTIN_NAME = "shapesworld_builtin"  # videomage_core.pretrained.BUILTIN_NAME, without importing it here
 
 
 def register_builtin_model(name: str, folder) -> None:
@@ -53,21 +54,42 @@ def available_models() -> dict[str, Path]:
     return models
 
 
+def default_model(models=None) -> str | None:
+    """The combo's default: the built-in ShapesWorld model when present (it runs on a CPU with
+    nothing downloaded), else ComfyUI's usual first entry."""
+    models = available_models() if models is None else models
+    return BUILTIN_NAME if BUILTIN_NAME in models else None
+
+
 def model_error(model_name: str) -> str | None:
-    if model_name in available_models():
+    models = available_models()
+    if model_name in models:
         return None
     where = ", ".join(str(p) for p in bridge.diffusers_dirs())
+    if BUILTIN_NAME in models:
+        builtin = (
+            f" Or choose the built-in '{BUILTIN_NAME}' (a small ShapesWorld model, 32x32 px, runs on a "
+            "CPU; the workflow videomage_quick_start_shapesworld uses it)."
+        )
+    else:
+        builtin = (
+            f" The built-in '{BUILTIN_NAME}' is missing too (videomage_core/models/shapesworld/ was not "
+            "installed with the pack; reinstall it from the repository)."
+        )
     return (
         f"model_name: no diffusers model '{model_name}' in {where}. Put the ZeroScope v2 576w "
         f"diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) "
-        f"at models/diffusers/{model_name}"
+        f"at models/diffusers/{model_name}.{builtin}"
     )
 
 
 class VideoMageLoadModel:
     DESCRIPTION = (
         "Loads a ZeroScope / ModelScope-layout text-to-video model (a diffusers folder in "
-        "models/diffusers) for the VideoMage nodes. Nothing is downloaded."
+        "models/diffusers) for the VideoMage nodes. Nothing is downloaded. The default is the "
+        f"built-in '{BUILTIN_NAME}' (a small ShapesWorld model shipped with the pack: 8 frames of "
+        "32x32 px, CFG 3), so a new node works on a CPU before ZeroScope is downloaded; choose "
+        "zeroscope_v2_576w for real videos."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = (MODEL,)
@@ -77,12 +99,19 @@ class VideoMageLoadModel:
 
     @classmethod
     def INPUT_TYPES(cls):
+        models = available_models()
+        options = {
+            "tooltip": "A diffusers folder under models/diffusers (e.g. zeroscope_v2_576w), or the "
+            f"built-in '{BUILTIN_NAME}' (the default: a small ShapesWorld model, 8 frames of 32x32 px, "
+            "CFG 3, that runs on a CPU with nothing downloaded; see videomage_core/models/shapesworld/"
+            "MODEL_CARD.md)."
+        }
+        default = default_model(models)
+        if default:
+            options["default"] = default
         return {
             "required": {
-                "model_name": (
-                    sorted(available_models()),
-                    {"tooltip": "A diffusers folder under models/diffusers (e.g. zeroscope_v2_576w)."},
-                ),
+                "model_name": (sorted(models), options),
                 "dtype": (
                     ["auto", "fp32", "fp16", "bf16"],
                     {

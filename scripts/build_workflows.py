@@ -2,7 +2,7 @@
 template browser load), ``workflows/<stem>.jpg`` (thumbnail) and ``workflows/api/<stem>.json``
 (API format, what ``POST /prompt`` takes, equal to the frontend's ``graphToPrompt()``).
 
-    python scripts/build_workflows.py            # rewrite them all
+    python scripts/build_workflows.py            # rewrite them all (and remove ones no longer built)
     python scripts/build_workflows.py --check    # exit 1 if a file differs from what would be written
 """
 
@@ -105,8 +105,28 @@ def col(i, row=0):
     return (40 + 380 * i, 40 + row)
 
 
-def subject_branch(g, model, row, shape, colour, texture, token, superclass, seed, tiny):
-    size = {"width": 64, "height": 64} if tiny else {}
+# The quick start: the built-in ShapesWorld model at the size it was trained for (its videomage.json:
+# 8 frames of 32x32 px, CFG 3, SCS alpha 10), with small but real step counts, so it runs in minutes on a CPU.
+BUILTIN = "shapesworld_builtin"
+QUICK = {
+    "size": {"width": 32, "height": 32},
+    "frames": 8,
+    "subject": {"steps": 60, "lr_lora": 1e-3, "prior_videos": 2, "prior_frames": 8, "prior_steps": 10},
+    "motion": {"steps": 60, "inversion_steps": 30, "lr_lora": 1e-3},
+    "fusion": {
+        "steps": 40,
+        "lr_lora": 1e-3,
+        "frames": 8,
+        "generation_steps": 10,
+        "videos_per_subject": 1,
+        "cutmix_videos": 2,
+    },
+    "sampler": {"frames": 8, "steps": 20, "cfg": 3.0, "tau": 6, "alpha": 10.0},  # its scs_alpha (1e4 saturates it)
+}
+
+
+def subject_branch(g, model, row, shape, colour, texture, token, superclass, seed, quick):
+    size = QUICK["size"] if quick else {}
     s = g.add(
         "VideoMageShapesWorldSubject",
         {"shape": shape, "colour": colour, "texture": texture, "count": 4, "seed": seed, **size},
@@ -114,15 +134,22 @@ def subject_branch(g, model, row, shape, colour, texture, token, superclass, see
     )
     t = g.add(
         "VideoMageTrainSubject",
-        {"token": token, "superclass": superclass, "seed": seed, **size, **(TINY_TRAIN if tiny else {})},
+        {
+            "token": token,
+            # ShapesWorld captions call a star or a ring "shape" (the built-in model's superclass word)
+            "superclass": "shape" if quick else superclass,
+            "seed": seed,
+            **size,
+            **(QUICK["subject"] if quick else {}),
+        },
         links={"model": (model, 0), "images": (s, 0), "masks": (s, 1)},
         pos=col(1, row),
     )
     return t
 
 
-def motion_branch(g, model, row, tiny):
-    size = {"width": 64, "height": 64} if tiny else {}
+def motion_branch(g, model, row, quick):
+    size = QUICK["size"] if quick else {}
     v = g.add(
         "VideoMageShapesWorldMotion",
         {
@@ -131,7 +158,7 @@ def motion_branch(g, model, row, tiny):
             "colour_a": "blue",
             "shape_b": "square",
             "colour_b": "yellow",
-            "frames": 8 if tiny else 24,
+            "frames": QUICK["frames"] if quick else 24,
             **size,
         },
         pos=col(0, row),
@@ -142,7 +169,7 @@ def motion_branch(g, model, row, tiny):
             "motion_prompt": "a circle chases a square",
             "reference_words": "circle, square",
             **size,
-            **({"steps": 4, "inversion_steps": 2, "rank": 2} if tiny else {}),
+            **(QUICK["motion"] if quick else {}),
         },
         links={"model": (model, 0), "video": (v, 0), "masks": (v, 1)},
         pos=col(1, row),
@@ -150,40 +177,32 @@ def motion_branch(g, model, row, tiny):
     return t
 
 
-TINY_TRAIN = {"steps": 4, "rank": 2, "prior_videos": 1, "prior_frames": 4, "prior_steps": 2}
 PROMPT = "a <red_star> chases a <green_ring>"
 
 
-def full_pipeline(tiny=False):
+def full_pipeline(quick=False):
     g = Graph()
-    size = {"width": 64, "height": 64} if tiny else {}
-    m = g.add("VideoMageLoadModel", {"model_name": MODEL}, pos=col(0, -200))
-    a = subject_branch(g, m, 0, "star", "red", "stripes", "<red_star>", "star", 0, tiny)
-    b = subject_branch(g, m, 560, "ring", "green", "dots", "<green_ring>", "ring", 1, tiny)
-    mo = motion_branch(g, m, 1120, tiny)
+    size = QUICK["size"] if quick else {}
+    m = g.add("VideoMageLoadModel", {"model_name": BUILTIN if quick else MODEL}, pos=col(0, -200))
+    a = subject_branch(g, m, 0, "star", "red", "stripes", "<red_star>", "star", 0, quick)
+    b = subject_branch(g, m, 560, "ring", "green", "dots", "<green_ring>", "ring", 1, quick)
+    mo = motion_branch(g, m, 1120, quick)
     f = g.add(
         "VideoMageFuseSubjects",
-        {
-            **size,
-            **(
-                {"steps": 4, "frames": 4, "generation_steps": 2, "videos_per_subject": 1, "cutmix_videos": 2}
-                if tiny
-                else {}
-            ),
-        },
+        {**size, **(QUICK["fusion"] if quick else {})},
         links={"model": (m, 0), "subject_1": (a, 0), "subject_2": (b, 0)},
         pos=col(2, 0),
     )
     g.add("PreviewImage", links={"images": (f, 2)}, pos=col(3, 0), title="CutMix preview")
     s = g.add(
         "VideoMageCollaborativeSampler",
-        {"prompt": PROMPT, **size, **({"frames": 8, "steps": 4, "tau": 2} if tiny else {})},
+        {"prompt": PROMPT, **size, **(QUICK["sampler"] if quick else {})},
         links={"model": (m, 0), "subject": (f, 0), "motion": (mo, 0)},
         pos=col(2, 640),
     )
     g.add(
         "SaveAnimatedWEBP",
-        {"filename_prefix": "videomage/quick_test" if tiny else "videomage/full_pipeline", "fps": 8.0},
+        {"filename_prefix": "videomage/quick_start" if quick else "videomage/full_pipeline", "fps": 8.0},
         links={"images": (s, 0)},
         pos=col(3, 640),
     )
@@ -285,7 +304,7 @@ WORKFLOWS = {
     "videomage_train_motion": train_motion,
     "videomage_sample_saved": sample_saved,
     "videomage_scs_vs_wo_scs": scs_vs_wo_scs,
-    "videomage_quick_test_tiny": lambda: full_pipeline(True),
+    "videomage_quick_start_shapesworld": lambda: full_pipeline(True),
 }
 
 
@@ -348,16 +367,33 @@ def render() -> dict[Path, bytes]:
     return files
 
 
+def leftovers(files: dict[Path, bytes]) -> list[Path]:
+    """Bundled workflow files (and thumbnails) that no entry of WORKFLOWS writes, e.g. a renamed one."""
+    wanted = set(files) | {p.with_suffix(".jpg") for p in files if p.parent == OUT}
+    found = [
+        *OUT.glob("videomage_*.json"),
+        *OUT.glob("videomage_*.jpg"),
+        *(OUT / "api").glob("videomage_*.json"),
+    ]
+    return sorted(p for p in found if p not in wanted)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
     files = render()
+    extra = leftovers(files)
     if args.check:
         stale = [str(p) for p, data in files.items() if not p.is_file() or p.read_bytes() != data]
         for p in stale:
             print(f"out of date: {p}")
-        return 1 if stale else 0
+        for p in extra:
+            print(f"not generated any more: {p}")
+        return 1 if stale or extra else 0
+    for p in extra:
+        p.unlink()
+        print(f"removed {p}")
     for p, data in files.items():
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)

@@ -171,3 +171,23 @@ def tiny_overrides(api: dict) -> dict:
             if key in node["inputs"] and not isinstance(node["inputs"][key], list):
                 node["inputs"][key] = value
     return api
+
+
+# Step counts only (sizes and frames kept): the quick-start workflow at the built-in model's size, in
+# seconds (tests). Prior videos and fusion videos keep their frame counts.
+FAST_STEPS = {
+    "VideoMageShapesWorldSubject": {"count": 3},
+    "VideoMageTrainSubject": {"steps": 2, "prior_videos": 1, "prior_steps": 1},
+    "VideoMageTrainMotion": {"steps": 2, "inversion_steps": 1},
+    "VideoMageFuseSubjects": {"steps": 2, "generation_steps": 1, "videos_per_subject": 1, "cutmix_videos": 1},
+    "VideoMageCollaborativeSampler": {"steps": 3, "tau": 1},
+}
+
+
+def step_overrides(api: dict) -> dict:
+    api = copy.deepcopy(api)
+    for node in api.values():
+        for key, value in FAST_STEPS.get(node["class_type"], {}).items():
+            if key in node["inputs"] and not isinstance(node["inputs"][key], list):
+                node["inputs"][key] = value
+    return api

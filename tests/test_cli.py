@@ -69,15 +69,19 @@ def test_demo_runs_end_to_end_at_test_scale(tmp_path):
     from videomage_core.demo import run_demo
 
     out = tmp_path / "demo"
-    report = run_demo(out, scale="test")
+    report = run_demo(out, scale="test")  # on the built-in ShapesWorld model
     for name in ("videomage.webp", "wo_scs.webp", "side_by_side.webp", "report.json", "motion.safetensors",
                  "fused_subjects.safetensors", "subject_1.safetensors", "inputs/reference.webp",
-                 "inputs/subject_1_0.png", "inputs/subject_2_3.png"):
+                 "inputs/subject_1_0.png", "inputs/subject_2_1.png"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "report.json").read_text())
     assert set(saved["losses"]) == {"subject_1", "subject_2", "motion", "motion_inversion", "fusion"}
     assert all(len(v) >= 2 for v in saved["losses"].values())
     assert saved["timings_s"]["total"] > 0 and report["timings"]["total"] == saved["timings_s"]["total"]
     assert set(saved["measures"]) == {"videomage", "wo_scs"}
-    frames = load_video(out / "side_by_side.webp")
-    assert frames.shape[0] == 4 and frames.shape[2] > 4 * 64
+    for m in saved["measures"].values():
+        assert set(m) >= {"subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency"}
+    assert saved["model"]["kind"].startswith("built-in ShapesWorld")
+    assert saved["inputs"]["reference_motion"] == "orbit"
+    frames = load_video(out / "side_by_side.webp")  # reference | subjects | VideoMage | w/o SCS, 4x upscaled
+    assert frames.shape[0] == 8 and frames.shape[2] > 4 * 4 * 32

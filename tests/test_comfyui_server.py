@@ -1,4 +1,5 @@
-"""The pack inside a real ComfyUI server (headless, CPU, a tiny model named zeroscope_v2_576w).
+"""The pack inside a real ComfyUI server (headless, CPU, a tiny model named zeroscope_v2_576w, and the
+built-in ShapesWorld model, or a stand-in for it in models/diffusers when the package has none).
 
 Skipped unless a ComfyUI checkout is found: ``COMFYUI_DIR``, the ComfyUI whose ``custom_nodes/``
 holds this pack, or ``~/ComfyUI``. Its Python is ``COMFYUI_PYTHON``, else ``<ComfyUI>/.venv`` or
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from queue_workflow import ComfyClient, output_files  # noqa: E402
-from workflow_tools import CORE_NODES, node_spec, tiny_overrides, widget_layout  # noqa: E402
+from workflow_tools import CORE_NODES, node_spec, step_overrides, tiny_overrides, widget_layout  # noqa: E402
 
 PACK_DIR_NAME = "videomage"
 
@@ -141,6 +142,12 @@ def work(tmp_path_factory):
         (w / d).mkdir(parents=True, exist_ok=True)
     os.symlink(REPO, w / "custom_nodes" / PACK_DIR_NAME)
     build_tiny_model(w / "models" / "diffusers" / "zeroscope_v2_576w", seed=0)
+    from videomage_core.pretrained import BUILTIN_NAME, builtin_model_folders
+
+    if BUILTIN_NAME not in builtin_model_folders():  # a user folder of that name stands in for it
+        from helpers import build_shapesworld_standin
+
+        build_shapesworld_standin(w / "models" / "diffusers" / BUILTIN_NAME)
     (w / "extra_paths.yaml").write_text(
         f"videomage_test:\n  base_path: {w}\n  custom_nodes: custom_nodes\n  diffusers: models/diffusers\n"
     )
@@ -154,8 +161,14 @@ def server(work):
     s.stop()
 
 
+QUICK_START = "videomage_quick_start_shapesworld"
+
+
 def api(stem: str) -> dict:
-    return tiny_overrides(json.loads((REPO / "workflows" / "api" / f"{stem}.json").read_text()))
+    """The API file with tiny sizes and step counts; the quick start keeps its sizes (the built-in
+    model's) and gets small step counts only."""
+    raw = json.loads((REPO / "workflows" / "api" / f"{stem}.json").read_text())
+    return step_overrides(raw) if stem == QUICK_START else tiny_overrides(raw)
 
 
 def ui(stem: str) -> dict:
@@ -194,7 +207,9 @@ def test_pack_loads_and_object_info_matches(server):
         order = info[name]["input_order"]
         assert order.get("required", []) == list(spec["input"]["required"])
         assert order.get("optional", []) == list(spec["input"].get("optional", {}))
-    assert "zeroscope_v2_576w" in info["VideoMageLoadModel"]["input"]["required"]["model_name"][0]
+    names, opts = info["VideoMageLoadModel"]["input"]["required"]["model_name"]
+    assert {"zeroscope_v2_576w", "shapesworld_builtin"} <= set(names)
+    assert opts.get("default") == "shapesworld_builtin", opts
     for core in CORE_NODES:  # the specs the offline workflow checks use
         ours = [n for n, _, control in widget_layout(node_spec(core)) if not control]
         theirs = [
@@ -221,7 +236,7 @@ ORDER = [
     "videomage_train_motion",
     "videomage_sample_saved",
     "videomage_scs_vs_wo_scs",
-    "videomage_quick_test_tiny",
+    QUICK_START,
 ]
 
 
@@ -248,7 +263,7 @@ def test_every_workflow_runs(server, work):
         if "train" in stem or "full" in stem or "quick" in stem:
             texts = [t for out in entry["outputs"].values() for t in out.get("text", [])]
             assert any("trained" in t for t in texts), texts
-            if stem in ("videomage_full_pipeline", "videomage_quick_test_tiny"):  # these train for real
+            if stem in ("videomage_full_pipeline", QUICK_START):  # these train for real
                 assert any(e["type"] == "progress" for e in events), f"{stem}: no progress events"
     print("workflow seconds:", timings)
     names = artifact_files(work)

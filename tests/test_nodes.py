@@ -148,6 +148,39 @@ def test_builtin_model_hook(N, env, tmp_path):
         model_loader.BUILTIN_MODEL_FOLDERS.pop("builtin_tiny")
 
 
+@pytest.fixture(scope="module")
+def shapesworld(tmp_path_factory):
+    """A stand-in for the built-in ShapesWorld model (the pretraining's smoke preset, seconds)."""
+    from helpers import build_shapesworld_standin
+
+    return build_shapesworld_standin(tmp_path_factory.mktemp("builtin") / "shapesworld")
+
+
+def test_builtin_model_is_listed_and_is_the_default(N, env, shapesworld, monkeypatch, tmp_path):
+    from nodes import model_loader
+    from videomage_core import pretrained
+
+    assert model_loader.BUILTIN_NAME == pretrained.BUILTIN_NAME == "shapesworld_builtin"
+    cls = N["VideoMageLoadModel"]
+    monkeypatch.setattr(pretrained, "SHAPESWORLD_DIR", shapesworld)
+    names, opts = cls.INPUT_TYPES()["required"]["model_name"]
+    assert {"shapesworld_builtin", "zeroscope_v2_576w"} <= set(names)
+    assert opts["default"] == "shapesworld_builtin" and "shapesworld_builtin" in opts["tooltip"]
+    assert "shapesworld_builtin" in cls.DESCRIPTION and "CPU" in cls.DESCRIPTION
+    assert cls.VALIDATE_INPUTS("shapesworld_builtin", "auto") is True
+    msg = cls.VALIDATE_INPUTS("nope", "auto")
+    assert msg.startswith("model_name:") and "models/diffusers" in msg and "'shapesworld_builtin'" in msg
+    loaded = cls().load("shapesworld_builtin", "auto", "cpu")[0]
+    assert loaded.settings["width"] == loaded.settings["height"] == 32
+    assert loaded.default("cfg", 9.0) == 3.0 and loaded.settings["superclass"] == "shape"
+
+    monkeypatch.setattr(pretrained, "SHAPESWORLD_DIR", tmp_path / "absent")  # installed without it
+    names, opts = cls.INPUT_TYPES()["required"]["model_name"]
+    assert "shapesworld_builtin" not in names and "default" not in opts
+    msg = cls.VALIDATE_INPUTS("shapesworld_builtin", "auto")
+    assert msg.startswith("model_name:") and "built-in 'shapesworld_builtin' is missing" in msg
+
+
 def test_train_subject_saves_then_reuses(N, model, env):
     out = _subject(N, model)
     art, curve, info = out["result"]
@@ -356,3 +389,49 @@ def test_loss_curve_renderer():
     )
     assert img.shape == (1, 200, 300, 3) and img.dtype == torch.float32
     assert render_loss_curve([]).shape == (1, 320, 512, 3)
+
+
+def run_api_graph(api: dict) -> dict:
+    """Executes an API-format workflow with the pack's nodes (core output nodes skipped): id -> outputs."""
+    import nodes
+
+    results = {}
+
+    def run(nid):
+        if nid not in results:
+            node = api[nid]
+            cls = nodes.NODE_CLASS_MAPPINGS.get(node["class_type"])
+            if cls is None:  # PreviewImage, SaveAnimatedWEBP
+                results[nid] = None
+                return None
+            kw = {k: run(v[0])[v[1]] if isinstance(v, list) else v for k, v in node["inputs"].items()}
+            out = getattr(cls(), cls.FUNCTION)(**kw)
+            results[nid] = out["result"] if isinstance(out, dict) else out
+        return results[nid]
+
+    for nid in api:
+        run(nid)
+    return results
+
+
+def test_quick_start_workflow_runs_on_the_builtin_model(N, env, shapesworld, monkeypatch, tmp_path):
+    """The quick-start workflow as shipped (sizes, frames, prompts), step counts made small, on the
+    stand-in built-in model; its own output folder (the store tests above count files)."""
+    import json
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from workflow_tools import step_overrides
+
+    from videomage_core import pretrained
+
+    monkeypatch.setattr(pretrained, "SHAPESWORLD_DIR", shapesworld)
+    monkeypatch.setenv("VIDEOMAGE_OUTPUT_DIR", str(tmp_path / "output"))
+    api = step_overrides(
+        json.loads((REPO / "workflows" / "api" / "videomage_quick_start_shapesworld.json").read_text())
+    )
+    results = run_api_graph(api)
+    sampler = next(k for k, v in api.items() if v["class_type"] == "VideoMageCollaborativeSampler")
+    frames, _, info = results[sampler]
+    assert tuple(frames.shape) == (8, 32, 32, 3) and "SCS" in info
+    names = {p.name for p in (tmp_path / "output" / "loras" / "videomage").glob("*.safetensors")}
+    assert "fused_red_star+green_ring_00001_.safetensors" in names, names

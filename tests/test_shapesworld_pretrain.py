@@ -47,6 +47,20 @@ def test_full_preset_meets_the_map_size_and_factor():
         replace(cfg, height=64, width=64).check()
 
 
+def test_cpu_preset_records_8x8_maps_at_the_full_resolution_level():
+    cfg = P.PRESETS["cpu"]
+    cfg.check()
+    assert cfg.latent_size == (8, 8) and cfg.map_size == (8, 8)
+    assert cfg.attention_levels == ("down_blocks.0", "up_blocks.3")
+    rec = P.recommended_settings(cfg)
+    assert rec["attention_levels"] == ["down_blocks.0", "up_blocks.3"] and rec["attention_map_size"] == [8, 8]
+    words = set(VOCABULARY) | {"{s}", "{subjects}", "{token}"}
+    for prompt in [*rec["prior_captions"], rec["appearance_template"], rec["subject_video_prompt"]]:
+        assert set(prompt.split()) <= words, prompt  # the engine's prompts in words the model knows
+    with pytest.raises(ValueError, match="record_level"):
+        replace(cfg, record_level=3).check()
+
+
 def test_tokenizer_makes_every_caption_word_one_token(smoke):
     from transformers import CLIPTokenizer
 

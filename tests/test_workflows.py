@@ -13,7 +13,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from workflow_tools import CORE_NODES, link_inputs, node_spec, tiny_overrides, ui_to_api, widget_layout  # noqa: E402
+from workflow_tools import (  # noqa: E402
+    CORE_NODES,
+    link_inputs,
+    node_spec,
+    step_overrides,
+    tiny_overrides,
+    ui_to_api,
+    widget_layout,
+)
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
@@ -29,6 +37,7 @@ def test_there_are_workflows_with_thumbnails_and_api_twins():
         "videomage_train_motion",
         "videomage_sample_saved",
         "videomage_scs_vs_wo_scs",
+        "videomage_quick_start_shapesworld",
     } <= stems
     for p in WORKFLOWS:
         assert p.with_suffix(".jpg").is_file(), f"{p.name} has no thumbnail"
@@ -106,7 +115,7 @@ def test_api_twin_matches_and_validates(path):
     from workflow_tools import pack_nodes
 
     classes, _ = pack_nodes()
-    for variant in (api, tiny_overrides(api)):
+    for variant in (api, tiny_overrides(api), step_overrides(api)):
         for nid, node in variant.items():
             cls = classes.get(node["class_type"])
             if cls is None:
@@ -122,3 +131,69 @@ def test_api_twin_matches_and_validates(path):
                 continue  # depends on the user's folders (checked by the server test)
             args = {k: node["inputs"].get(k) for k in names}
             assert validate(**args) is True, f"{path.stem} node {nid}: {validate(**args)}"
+
+
+QUICK_START = "videomage_quick_start_shapesworld"
+# What the built-in model was trained for (videomage_core/models/shapesworld/videomage.json), for a
+# checkout without the model files; the file itself is checked when present.
+BUILTIN_SETTINGS = {"frames": 8, "height": 32, "width": 32, "cfg": 3.0, "superclass": "shape"}
+
+
+def builtin_settings() -> dict:
+    from videomage_core.pretrained import SHAPESWORLD_DIR
+
+    path = SHAPESWORLD_DIR / "videomage.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        assert {k: saved[k] for k in BUILTIN_SETTINGS} == BUILTIN_SETTINGS, "update BUILTIN_SETTINGS"
+        return saved
+    return dict(BUILTIN_SETTINGS)
+
+
+def test_only_the_quick_start_uses_the_builtin_model():
+    for path in WORKFLOWS:
+        api = json.loads((REPO / "workflows" / "api" / path.name).read_text())
+        models = {n["inputs"]["model_name"] for n in api.values() if n["class_type"] == "VideoMageLoadModel"}
+        want = "shapesworld_builtin" if path.stem == QUICK_START else "zeroscope_v2_576w"
+        assert models == {want}, f"{path.stem}: {models}"
+
+
+def test_quick_start_fits_the_builtin_model():
+    """Sizes, frames and CFG are the model's; the sampler's tokens are the trained ones; every other
+    word of the prompts is in the model's caption vocabulary; step counts are small but real."""
+    import re
+
+    from videomage_core.shapesworld.generator import VOCABULARY
+
+    want = builtin_settings()
+    api = json.loads((REPO / "workflows" / "api" / f"{QUICK_START}.json").read_text())
+    by_type: dict[str, list[dict]] = {}
+    for node in api.values():
+        by_type.setdefault(node["class_type"], []).append(node["inputs"])
+    for ctype, nodes in by_type.items():
+        for inputs in nodes:
+            if "width" in inputs:
+                assert (inputs["width"], inputs["height"]) == (want["width"], want["height"]), ctype
+    frames = [
+        by_type["VideoMageShapesWorldMotion"][0]["frames"],
+        by_type["VideoMageFuseSubjects"][0]["frames"],
+    ]
+    frames += [i["prior_frames"] for i in by_type["VideoMageTrainSubject"]]
+    (sampler,) = by_type["VideoMageCollaborativeSampler"]
+    assert set(frames) == {want["frames"]} and sampler["frames"] == want["frames"]
+    assert (sampler["cfg"], sampler["steps"], sampler["tau"]) == (want["cfg"], 20, 6)
+    assert sampler["alpha"] == want.get("scs_alpha", 10.0)  # the paper's 1e4 saturates the small model
+
+    trained = {i["token"] for i in by_type["VideoMageTrainSubject"]}
+    assert set(re.findall(r"<[^>]+>", sampler["prompt"])) == trained and len(trained) == 2
+    assert {i["superclass"] for i in by_type["VideoMageTrainSubject"]} == {want["superclass"]}
+    vocabulary = set(want.get("vocabulary") or VOCABULARY)
+    (motion,) = by_type["VideoMageTrainMotion"]
+    words = [w.strip() for w in motion["reference_words"].split(",")]
+    assert all(w in motion["motion_prompt"].split() for w in words)
+    for text in (motion["motion_prompt"], re.sub(r"<[^>]+>", "", sampler["prompt"])):
+        assert set(text.split()) <= vocabulary, text
+
+    steps = [i["steps"] for i in by_type["VideoMageTrainSubject"]] + [motion["steps"]]
+    steps += [by_type["VideoMageFuseSubjects"][0]["steps"]]
+    assert all(20 <= n <= 100 for n in steps), steps  # trains for real, in minutes on a CPU

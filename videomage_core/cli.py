@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="demo", choices=["demo", "test"],
                    help="'test' runs in seconds (tiny steps); 'demo' takes a few minutes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", help="model folder (default: the built-in ShapesWorld model)")
     return parser
 
 
@@ -125,7 +126,8 @@ def run(args) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        report = run_demo(args.out, scale=args.scale, seed=args.seed, callback=terminal_progress)
+        report = run_demo(args.out, scale=args.scale, seed=args.seed, model_dir=args.model,
+                          callback=terminal_progress)
         print(f"wrote {args.out} ({report['timings']['total']:.1f} s)")
         return 0
     width, height = args.size

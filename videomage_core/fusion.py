@@ -8,13 +8,13 @@ own cross-attention of its token while it generates its videos.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from .artifacts import LoraArtifact, apply_artifact
-from .attention import DEFAULT_LEVELS, AttentionRecorder
+from .attention import AttentionRecorder
 from .cache import cached_tensors, tensors_digest
 from .checkpointing import set_gradient_checkpointing
 from .data import check_images, check_masks, check_size, fit_to_size
@@ -45,11 +45,23 @@ class FusionSettings:
     width: int = 576
     generation_steps: int = 25
     cfg: float = 9.0
-    subject_prompt: str = "a video of a {token}"
-    background_prompt: str = "an empty background"
+    subject_prompt: str | None = None  # None: the model's ``subject_video_prompt``, else SUBJECT_PROMPT
+    background_prompt: str | None = None  # None: the model's ``background_prompt``, else BACKGROUND_PROMPT
     mask_threshold: float = 0.5
-    levels: tuple = DEFAULT_LEVELS
+    levels: tuple | None = None  # None: the model's attention_levels
     gradient_checkpointing: bool = False
+
+
+SUBJECT_PROMPT = "a video of a {token}"
+BACKGROUND_PROMPT = "an empty background"
+
+
+def resolve_prompts(model, settings: FusionSettings) -> FusionSettings:
+    """Fill the prompts left to the model (its ``videomage.json``) or to ZeroScope's defaults."""
+    return replace(settings,
+                   subject_prompt=settings.subject_prompt or model.default("subject_video_prompt", SUBJECT_PROMPT),
+                   background_prompt=settings.background_prompt if settings.background_prompt is not None
+                   else model.default("background_prompt", BACKGROUND_PROMPT))
 
 
 def attention_mask(maps: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -66,11 +78,11 @@ def _generate_subject_videos(model, adapter, token, settings, cache_dir, cancel)
     recipe = {"base": model.fingerprint, "adapter_state": adapter["digest"], "prompt": prompt,
               "n": settings.videos_per_subject, "f": settings.frames, "h": settings.height,
               "w": settings.width, "steps": settings.generation_steps, "cfg": settings.cfg,
-              "seed": settings.seed, "levels": list(settings.levels), "thr": settings.mask_threshold}
+              "seed": settings.seed, "levels": list(settings.levels or model.attention_levels), "thr": settings.mask_threshold}
 
     def produce():
         out = {}
-        recorder = AttentionRecorder(model.unet, levels=settings.levels, temporal=False)
+        recorder = AttentionRecorder(model.unet, levels=settings.levels or model.attention_levels, temporal=False)
         for v in range(settings.videos_per_subject):
             st = SampleSettings(frames=settings.frames, height=settings.height, width=settings.width,
                                 steps=settings.generation_steps, cfg=settings.cfg,
@@ -133,6 +145,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
     with attention-derived masks. Returns the fused artifact; the model is left as it was.
     """
     require(len(subjects) >= 2, "subjects", f"fusion needs at least 2 subjects, got {len(subjects)}")
+    settings = resolve_prompts(model, settings)
     require(all(a.kind == "subject" for a in subjects), "subjects", "every input must be a subject")
     tokens = [t for a in subjects for t in a.tokens]
     require(len(set(tokens)) == len(tokens), "subjects", f"two subjects share a token: {tokens}")
@@ -195,7 +208,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
         init, rank = average_of_deltas(states, [a.scaling for a in subjects], settings.fused_rank)
         load_lora_state(model, "fused", init, "spatial", rank, float(rank))
         params = trainable_lora_parameters(model, "fused")
-        recorder = AttentionRecorder(model.unet, levels=settings.levels, temporal=False)
+        recorder = AttentionRecorder(model.unet, levels=settings.levels or model.attention_levels, temporal=False)
         set_gradient_checkpointing(model.unet, settings.gradient_checkpointing)
 
         def step_fn(step):
@@ -251,3 +264,20 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
             if name in model.adapters:
                 delete_lora(model, name)
     return artifact
+
+
+def average_subjects(subjects: list[LoraArtifact]) -> LoraArtifact:
+    """The fusion's starting point without any training: one spatial LoRA whose delta is the mean
+    of the subjects' deltas (``average_of_deltas``), holding every token. What a MotionDirector-
+    style pipeline gets when it merges independently trained subject LoRAs (the baseline of
+    ``make quality``); VideoMage trains from here with L_fusion + lambda2 L_attn."""
+    require(len(subjects) >= 2, "subjects", f"averaging needs at least 2 subjects, got {len(subjects)}")
+    require(all(a.kind == "subject" for a in subjects), "subjects", "every input must be a subject")
+    require(len({a.base_fingerprint for a in subjects}) == 1, "subjects", "the subjects come from different bases")
+    lora, rank = average_of_deltas([a.lora for a in subjects], [a.scaling for a in subjects])
+    return LoraArtifact(
+        kind="subject", scope="spatial", rank=rank, alpha=float(rank), lora=lora,
+        tokens={t: e for a in subjects for t, e in a.tokens.items()},
+        superclasses={t: w for a in subjects for t, w in a.superclasses.items()},
+        base_fingerprint=subjects[0].base_fingerprint, train_args={"averaged": len(subjects)},
+        losses=[], info={"averaged_from": [repr(a) for a in subjects]})

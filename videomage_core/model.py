@@ -29,6 +29,7 @@ class VideoMageModel:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     adapters: dict = field(default_factory=dict)  # adapter name -> {"scope", "rank", "alpha"}
+    settings: dict = field(default_factory=dict)  # the folder's videomage.json (what it was trained for)
 
     def __repr__(self) -> str:
         return (f"VideoMageModel({Path(self.path).name}, {str(self.dtype).replace('torch.', '')}, "
@@ -41,6 +42,38 @@ class VideoMageModel:
     @property
     def latent_scaling(self) -> float:
         return float(self.vae.config.scaling_factor)
+
+    @property
+    def attention_levels(self) -> tuple[str, ...]:
+        """The UNet blocks whose attention the losses and SCS read: the model's own choice
+        (``attention_levels`` in its ``videomage.json``), else ZeroScope's quarter level."""
+        from .attention import DEFAULT_LEVELS
+
+        return tuple(self.settings.get("attention_levels") or DEFAULT_LEVELS)
+
+    def default(self, name: str, fallback):
+        """A sampling default the model was trained for (``frames``, ``height``, ``width``, ``steps``,
+        ``cfg``), else ``fallback`` (ZeroScope's)."""
+        return self.settings.get(name, fallback)
+
+
+SETTINGS_FILE = "videomage.json"
+
+
+def read_model_settings(folder: Path) -> dict:
+    """``videomage.json`` of a model folder ({} when absent); a broken file is a clear error."""
+    path = Path(folder) / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise VideoMageInputError("model_path", f"'{path}' is not valid JSON: {exc}") from exc
+    require(isinstance(settings, dict), "model_path", f"'{path}' must hold a JSON object")
+    levels = settings.get("attention_levels")
+    require(levels is None or (isinstance(levels, list) and levels and all(isinstance(x, str) for x in levels)),
+            "model_path", f"'{path}': attention_levels must be a list of block names")
+    return settings
 
 
 def model_fingerprint(unet: torch.nn.Module, text_encoder: torch.nn.Module) -> str:
@@ -113,4 +146,4 @@ def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "fp32",
     fingerprint = model_fingerprint(unet, text_encoder)
     return VideoMageModel(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                           scheduler=scheduler, path=str(folder), fingerprint=fingerprint,
-                          device=device, dtype=torch_dtype)
+                          device=device, dtype=torch_dtype, settings=read_model_settings(folder))

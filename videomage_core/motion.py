@@ -43,7 +43,7 @@ class MotionSettings:
     width: int = 576
     frames: int | None = None  # None: every frame of the reference video
     frame_index: int | None = None  # frame for the textual inversion; None: the middle one
-    appearance_template: str = APPEARANCE_TEMPLATE
+    appearance_template: str | None = None  # None: the model's, else APPEARANCE_TEMPLATE
     gradient_checkpointing: bool = False
 
 
@@ -124,7 +124,8 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
         ti_losses = ti.losses
 
     # Step 2: the temporal LoRA with the appearance-free target.
-    c_ap = appearance_prompt(tokens, settings.appearance_template)
+    c_ap = appearance_prompt(tokens, settings.appearance_template
+                             or model.default("appearance_template", APPEARANCE_TEMPLATE))
     text_m = encode_prompts(model, [settings.motion_prompt])
     with torch.no_grad():
         text_ap = encode_prompts(model, [c_ap])

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .attention import DEFAULT_LEVELS, AttentionRecorder
+from .attention import AttentionRecorder
 from .data import check_size
 from .diffusion import encode_prompts, predict_noise, randn
 from .errors import TrainingCancelled, require
@@ -45,10 +45,10 @@ class SCSSettings:
     """Algorithm 1's knobs: tau guided steps, alpha_t from ``alpha0``, branch weights."""
 
     tau: int = 15
-    alpha0: float = 1e4
+    alpha0: float | None = None  # None: the model's ``scs_alpha`` (videomage.json), else 1e4 (the paper)
     beta_s: float = 0.5
     beta_m: float = 0.5
-    levels: tuple = DEFAULT_LEVELS
+    levels: tuple | None = None  # None: the model's attention_levels
     stop_at_last_layer: bool = True  # cut the gradient pass after the last recorded layer
 
 
@@ -224,10 +224,10 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     mot = _Branch(model, motion_adapter, twin, [superclasses[t] for t in present], settings.negative_prompt)
     sched = _scheduler(model, settings.steps)
     steps = len(sched.timesteps)
-    alphas = guidance_step_sizes(scs.alpha0, steps)
+    alphas = guidance_step_sizes(scs.alpha0 if scs.alpha0 is not None else model.default("scs_alpha", 1e4), steps)
     x = initial_noise(model, settings) if latents is None else latents.to(model.device, model.dtype)
     wsum = scs.beta_s + scs.beta_m
-    recorder = AttentionRecorder(model.unet, levels=scs.levels)
+    recorder = AttentionRecorder(model.unet, levels=scs.levels or model.attention_levels)
     for i, t in enumerate(sched.timesteps):
         t0 = time.perf_counter()
         x_sub, x_mot = x, x

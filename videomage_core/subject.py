@@ -40,14 +40,18 @@ class SubjectSettings:
     prior_frames: int = 8
     prior_steps: int = 25
     prior_cfg: float = 9.0
+    prior_captions: tuple | None = None  # None: the model's ``prior_captions``, else PRIOR_CAPTIONS
     gradient_checkpointing: bool = False
 
 
 def prior_videos(model, superclass: str, count: int, frames: int, height: int, width: int,
-                 steps: int, cfg: float, seed: int, cache_dir=None, callback=None, cancel=None):
+                 steps: int, cfg: float, seed: int, cache_dir=None, callback=None, cancel=None,
+                 templates=None):
     """Videos of the superclass generated once by the frozen base model (cached): the L_reg set
-    when the user gives no auxiliary videos (prior preservation). Returns [(latents, caption)]."""
-    captions = [PRIOR_CAPTIONS[i % len(PRIOR_CAPTIONS)].format(s=superclass) for i in range(count)]
+    when the user gives no auxiliary videos (prior preservation). Returns [(latents, caption)].
+    ``templates`` (``{s}`` = superclass): the model's ``prior_captions`` by default."""
+    templates = list(templates or model.default("prior_captions", PRIOR_CAPTIONS))
+    captions = [templates[i % len(templates)].format(s=superclass) for i in range(count)]
     recipe = {"base": model.fingerprint, "captions": captions, "frames": frames, "h": height,
               "w": width, "steps": steps, "cfg": cfg, "seed": seed}
 
@@ -95,7 +99,7 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
     else:
         aux = prior_videos(model, settings.superclass, settings.prior_videos, settings.prior_frames,
                            settings.height, settings.width, settings.prior_steps, settings.prior_cfg,
-                           settings.seed, cache_dir, cancel=cancel)
+                           settings.seed, cache_dir, cancel=cancel, templates=settings.prior_captions)
     aux_text = encode_prompts(model, [c for _, c in aux])
 
     add_token(model, settings.token, init_word=settings.superclass)

@@ -277,6 +277,13 @@ class SubjectImages:
     objects: tuple[ObjectSpec, ...]   # the subject at each image's scale
 
 
+def interaction_prompt(motion: str, a: str, b: str) -> str:
+    """The caption template of an interaction filled with two noun phrases ("a <s1>", "a <s2>")."""
+    if motion not in _INTERACTION_TEMPLATES:
+        raise ValueError(f"unknown interaction {motion!r}")
+    return _INTERACTION_TEMPLATES[motion].format(a=a, b=b)
+
+
 def caption(objects: Sequence[ObjectSpec], motion: str) -> str:
     nps = [o.noun_phrase for o in objects]
     if motion in DIRECTIONS:
@@ -290,7 +297,7 @@ def caption(objects: Sequence[ObjectSpec], motion: str) -> str:
     a, b = nps
     if b == a:
         b = "another " + b[2:]
-    return _INTERACTION_TEMPLATES[motion].format(a=a, b=b)
+    return interaction_prompt(motion, a, b)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -606,7 +613,8 @@ def _interaction_try(rng, name, ra, rb, s, height, width, unit):
             d = d0 + (d1 - d0) * s if name == "approach" else d1 + (d0 - d1) * s
             side = 1.0 if rng.random() < 0.5 else -1.0     # +1: A on the low side
             first_r, last_r = (ra, rb) if side > 0 else (rb, ra)
-            mid = rng.uniform(lo + first_r + d.max() / 2, hi - last_r - d.max() / 2)
+            low = lo + first_r + d.max() / 2   # high >= low up to rounding when d0 = d0max
+            mid = rng.uniform(low, max(low, hi - last_r - d.max() / 2))
             a_al, b_al = mid - side * d / 2, mid + side * d / 2
             ac = np.full_like(s, rng.uniform(clo, chi))
             return np.stack([to_xy(a_al, ac), to_xy(b_al, ac)])

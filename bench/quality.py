@@ -1,0 +1,346 @@
+"""``make quality``: VideoMage against its ablations and a MotionDirector-style baseline on ShapesWorld.
+
+    python -m bench.quality [--pairs 4] [--seeds 3] [--out outputs/quality] [--scale full|test]
+
+On the built-in ShapesWorld model (``videomage_core/models/shapesworld``), with inputs from the
+generator and exact measures (:mod:`videomage_core.shapesworld.customization`):
+
+- ``base``: the pretrained model's prompt following on held-out prompts (colour, shape, motion),
+  from the model card's measurement (``controllability.json``, 40 samples per prompt).
+- ``customization``: subject fidelity of the base model asked for "a shape" vs the subject LoRA
+  asked for "a <token>" (``subject_before`` / ``subject_after``), and motion fidelity of the base
+  model vs the motion LoRA for the held-out interaction prompt (``motion_before`` / ``motion_after``).
+- ``methods``: for every subject pair x held-out motion x seed, five ways to make "a <s1> orbits
+  a <s2>": ``videomage`` (fused subjects with L_attn, motion LoRA with L_mot, SCS), ``wo_lmot``
+  (motion LoRA with the plain loss, omega 0), ``wo_lattn`` (fusion with lambda2 0), ``wo_scs``
+  (both LoRAs in one model, plain sampling) and ``motiondirector_style`` (subject LoRAs averaged
+  without fusion training + plain-loss motion LoRA, one model, plain sampling).
+- ``claims``: the paper's claims as paired differences over the same (pair, motion, seed) cells,
+  with 95 % confidence intervals; a claim is ``supported`` when the interval excludes 0 on the
+  claimed side.
+
+Trained artifacts are cached in ``--out`` (a re-run resumes). Writes ``bench/quality.json`` and the
+quality section of ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.markdown import write_section
+from videomage_core.shapesworld import customization as C
+from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS, SUPERCLASS, interaction_prompt
+
+METHODS = ("videomage", "wo_lmot", "wo_lattn", "wo_scs", "motiondirector_style")
+SAMPLING_ONLY = ("alpha", "tau", "noise_prior_beta", "sample_steps")  # not in artifact digests
+TABLE_MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency")
+SCALES = {
+    "full": {},
+    # for tests: every stage runs, with a few steps each
+    "test": dict(subject_steps=2, motion_steps=2, inversion_steps=1, fusion_steps=2, sample_steps=2, tau=1,
+                 prior_videos=1, prior_steps=1, generation_steps=1, images=2),
+}
+
+
+def stat(values) -> dict:
+    """Mean and 95 % half-width (normal approximation) of the values that are not None."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if v.size == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    half = float(1.96 * v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else None
+    return {"mean": round(float(v.mean()), 4), "ci95": None if half is None else round(half, 4), "n": int(v.size)}
+
+
+def paired(a: list, b: list) -> dict:
+    """Stat of a - b over the cells where both are defined."""
+    return stat([x - y for x, y in zip(a, b) if x is not None and y is not None])
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Quality:
+    def __init__(self, model, recipe: C.Recipe, out: Path, pairs: int, seeds: int, log=print,
+                 min_samples: int = 16):
+        self.model, self.recipe, self.out, self.log = model, recipe, out, log
+        self.min_samples = min_samples  # per before/after cell (the issue asks for 16+)
+        self.n_pairs, self.n_seeds = pairs, seeds
+        self.pairs = C.subject_pairs(1000, pairs)
+        every = tuple(s for p in self.pairs for s in p)
+        self.motions = HELD_OUT_INTERACTIONS
+        self.references = {m: C.reference_clip(2000 + k, m, every, recipe.frames, recipe.size)
+                           for k, m in enumerate(self.motions)}
+        self.art_dir = out / "artifacts"
+        self.art_dir.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = {}
+
+    def _cached(self, name: str, make):
+        from videomage_core.artifacts import load_artifact, save_artifact
+
+        path = self.art_dir / f"{name}-{self.digest()}.safetensors"
+        if path.is_file():
+            return load_artifact(path)
+        t0 = time.perf_counter()
+        art = make()
+        save_artifact(art, path)
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        self.log(f"  trained {name} in {self.timings[name]:.1f} s")
+        return art
+
+    def digest(self) -> str:
+        """Of everything the trained artifacts depend on (file names carry it: a re-run with other
+        settings, e.g. more pairs, which change the references' colours, never picks up a stale file)."""
+        training = {k: v for k, v in C.recipe_dict(self.recipe).items() if k not in SAMPLING_ONLY}
+        key = json.dumps([training, [repr(p) for p in self.pairs],
+                          {k: v.caption + str(v.spec.paths.tolist()) for k, v in self.references.items()},
+                          self.model.fingerprint])
+        return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+    def train(self) -> dict:
+        from videomage_core.fusion import average_subjects
+
+        r, m = self.recipe, self.model
+        cache = self.out / "cache"
+        arts = {}
+        for i, pair in enumerate(self.pairs):
+            for k, subj in enumerate(pair):
+                name = f"subject_p{i}s{k}"
+                arts[name] = self._cached(name, lambda s=subj, t=self.token(i, k), sd=10 * i + k:
+                                          C.train_subject_artifact(m, s, t, r, sd, cache))
+        for j, motion in enumerate(self.motions):
+            ref = self.references[motion]
+            arts[f"motion_{motion}"] = self._cached(f"motion_{motion}", lambda ref=ref, j=j:
+                                                    C.train_motion_artifact(m, ref, r, 500 + j))
+            arts[f"motion_{motion}_plain"] = self._cached(f"motion_{motion}_plain", lambda ref=ref, j=j:
+                                                          C.train_motion_artifact(m, ref, r, 500 + j, omega=0.0))
+        for i, pair in enumerate(self.pairs):
+            subs = [arts[f"subject_p{i}s0"], arts[f"subject_p{i}s1"]]
+            arts[f"fused_p{i}"] = self._cached(f"fused_p{i}", lambda subs=subs, pair=pair, i=i:
+                                               C.fuse_artifact(m, subs, pair, r, 700 + i, cache_dir=cache))
+            arts[f"fused_p{i}_noattn"] = self._cached(
+                f"fused_p{i}_noattn",
+                lambda subs=subs, pair=pair, i=i: C.fuse_artifact(m, subs, pair, r, 700 + i, lambda2=0.0,
+                                                                  cache_dir=cache))
+            arts[f"averaged_p{i}"] = average_subjects(subs)
+        return arts
+
+    @staticmethod
+    def token(i: int, k: int) -> str:
+        return f"<p{i}s{k}>"
+
+    def customization(self, arts) -> dict:
+        """Before / after one LoRA, each on its own measure (16+ samples per cell)."""
+        r, m = self.recipe, self.model
+        sub_before, sub_after = [], []
+        seeds = max(1, math.ceil(self.min_samples / (2 * self.n_pairs)))
+        for i, pair in enumerate(self.pairs):
+            for k, subj in enumerate(pair):
+                art = arts[f"subject_p{i}s{k}"]
+                for s in range(seeds):
+                    seed = 3000 + 100 * i + 10 * k + s
+                    before = C.generate_with(m, None, f"a {SUPERCLASS} standing still", r, seed)
+                    after = C.generate_with(m, art, f"a {self.token(i, k)} standing still", r, seed)
+                    sub_before.append(C.measure_subject(before, subj))
+                    sub_after.append(C.measure_subject(after, subj))
+        mot_before, mot_after = [], []
+        mseeds = max(1, math.ceil(self.min_samples / len(self.motions)))
+        for j, motion in enumerate(self.motions):
+            prompt = interaction_prompt(motion, f"a {SUPERCLASS}", f"another {SUPERCLASS}")
+            ref = self.references[motion]
+            for s in range(mseeds):
+                seed = 4000 + 100 * j + s
+                mot_before.append(C.measure_motion(C.generate_with(m, None, prompt, r, seed), ref))
+                mot_after.append(C.measure_motion(C.generate_with(m, arts[f"motion_{motion}"], prompt, r, seed), ref))
+        self.log(f"  customization: subject {np.mean(sub_before):.3f} -> {np.mean(sub_after):.3f}, "
+                 f"motion {np.mean(mot_before):.3f} -> {np.mean(mot_after):.3f}")
+        return {"subject_before": stat(sub_before), "subject_after": stat(sub_after),
+                "motion_before": stat(mot_before), "motion_after": stat(mot_after),
+                "scores": {"subject_before": sub_before, "subject_after": sub_after,
+                           "motion_before": mot_before, "motion_after": mot_after}}
+
+    def methods(self, arts) -> list[dict]:
+        """Every method on every (pair, motion, seed) cell; one record per video."""
+        r, m = self.recipe, self.model
+        recipes = {  # method -> (subject artifact key, motion artifact key, sampler mode)
+            "videomage": ("fused_p{i}", "motion_{m}", "scs"),
+            "wo_lmot": ("fused_p{i}", "motion_{m}_plain", "scs"),
+            "wo_lattn": ("fused_p{i}_noattn", "motion_{m}", "scs"),
+            "wo_scs": ("fused_p{i}", "motion_{m}", "wo_scs"),
+            "motiondirector_style": ("averaged_p{i}", "motion_{m}_plain", "wo_scs"),
+        }
+        records = []
+        total = len(self.pairs) * len(self.motions) * self.n_seeds
+        done = 0
+        for i, pair in enumerate(self.pairs):
+            for motion in self.motions:
+                prompt = C.customized_prompt(motion, (self.token(i, 0), self.token(i, 1)))
+                for s in range(self.n_seeds):
+                    seed = 5000 + 97 * i + 13 * self.motions.index(motion) + s
+                    for name, (sk, mk, mode) in recipes.items():
+                        video = C.generate(m, arts[sk.format(i=i)], arts[mk.format(m=motion)], prompt, r, seed, mode)
+                        rec = C.measure_customized(video, pair, self.references[motion])
+                        records.append({"method": name, "pair": i, "motion": motion, "seed": seed, **rec})
+                    done += 1
+                    if done % max(1, total // 10) == 0 or done == total:
+                        self.log(f"  methods: {done}/{total} cells")
+        return records
+
+
+def summarize(records: list[dict]) -> tuple[dict, dict]:
+    methods = {}
+    for name in METHODS:
+        rows = [r for r in records if r["method"] == name]
+        methods[name] = {k: stat([r[k] for r in rows]) for k in C.MEASURES}
+        methods[name]["failed"] = int(sum(r["failed"] for r in rows))
+
+    def col(name, measure):
+        rows = sorted((r for r in records if r["method"] == name), key=lambda r: (r["pair"], r["motion"], r["seed"]))
+        return [r[measure] for r in rows]
+
+    def overall(name):  # one number per video: the mean of the four "higher is better" views
+        return [None if r["leakage"] is None else
+                float(np.mean([r["subject_fidelity"], r["motion_fidelity"], r["binding"], 1 - r["leakage"]]))
+                for r in sorted((r for r in records if r["method"] == name),
+                                key=lambda r: (r["pair"], r["motion"], r["seed"]))]
+
+    claims = {
+        "leakage lower with L_mot (wo_lmot - videomage > 0)": paired(col("wo_lmot", "leakage"),
+                                                                     col("videomage", "leakage")),
+        "binding better with L_attn (videomage - wo_lattn > 0)": paired(col("videomage", "binding"),
+                                                                         col("wo_lattn", "binding")),
+        "motion fidelity better with SCS (videomage - wo_scs > 0)": paired(col("videomage", "motion_fidelity"),
+                                                                            col("wo_scs", "motion_fidelity")),
+        "arrangement (interaction) better with SCS (videomage - wo_scs > 0)": paired(
+            col("videomage", "interaction"), col("wo_scs", "interaction")),
+        "VideoMage ahead of MotionDirector-style (overall, videomage - baseline > 0)": paired(
+            overall("videomage"), overall("motiondirector_style")),
+    }
+    for v in claims.values():
+        v["supported"] = bool(v["mean"] is not None and v["ci95"] is not None and v["mean"] - v["ci95"] > 0)
+    return methods, claims
+
+
+def _fmt(s: dict) -> str:
+    if s.get("mean") is None:
+        return "n/a"
+    return f"{s['mean']:.3f} ± {s['ci95']:.3f}" if s.get("ci95") is not None else f"{s['mean']:.3f}"
+
+
+def markdown(result: dict) -> str:
+    b, c, s = result["base"], result["customization"], result["settings"]
+    L = ["## Quality on ShapesWorld (`make quality`)", "",
+         f"Written by `python -m bench.quality` on {result['machine']}, {result['date']}, in "
+         f"{result['seconds'] / 60:.1f} min. Model: `{Path(s['model']).name}` ({s['model_fingerprint']}); "
+         f"{s['pairs']} subject pairs x {len(s['motions'])} held-out motions ({', '.join(s['motions'])}) x "
+         f"{s['seeds']} seeds = {s['cells']} videos per method; {s['recipe']['frames']} frames at "
+         f"{s['recipe']['size']} px, {s['recipe']['sample_steps']} DDIM steps, CFG {s['recipe']['cfg']}, "
+         f"tau {s['recipe']['tau']}. Mean ± 95 % half-width. All measures are exact detectors "
+         f"(`videomage_core/shapesworld/measures.py`); leakage: lower is better.", "",
+         "### Base model (held-out prompts)", "",
+         "| colour | shape | motion |", "|---|---|---|",
+         f"| {_fmt(b['colour'])} | {_fmt(b['shape'])} | {_fmt(b['motion'])} |", "",
+         f"Targets: colour >= 0.8, shape >= 0.65, motion >= 0.6 (chance 0.25 / 0.33 / 0.2). {b.get('source', '')}",
+         "", "### Customization (one LoRA, before -> after)", "",
+         "| measure | before | after | target |", "|---|---|---|---|",
+         f"| subject fidelity | {_fmt(c['subject_before'])} | {_fmt(c['subject_after'])} | >= 0.6 vs <= 0.1 |",
+         f"| motion fidelity | {_fmt(c['motion_before'])} | {_fmt(c['motion_after'])} | >= 0.6 vs <= 0.2 |",
+         "", "### Methods (as the paper's Tables 1-2)", "",
+         "| method | subject fidelity | motion fidelity | leakage (lower) | binding | temporal consistency | "
+         "interaction | failed videos |", "|---|---|---|---|---|---|---|---|"]
+    for name in METHODS:
+        m = result["methods"][name]
+        L.append(f"| {name} | " + " | ".join(_fmt(m[k]) for k in (*TABLE_MEASURES, "interaction"))
+                 + f" | {m['failed']} |")
+    L += ["", "### The paper's claims (paired differences over the same cells)", "",
+          "| claim | difference | supported |", "|---|---|---|"]
+    for k, v in result["claims"].items():
+        L.append(f"| {k} | {_fmt(v)} | {'yes' if v['supported'] else 'no'} |")
+    L += ["", "Training times (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()), ""]
+    return "\n".join(L)
+
+
+def base_controllability(model_dir: Path) -> dict:
+    path = model_dir / "controllability.json"
+    if not path.is_file():
+        return {k: {"mean": None, "ci95": None, "n": 0} for k in ("colour", "shape", "motion")} | {
+            "source": "not measured (no controllability.json next to the model)"}
+    data = json.loads(path.read_text())
+    out = {k: data["overall"][k] for k in ("colour", "shape", "motion")}
+    out["source"] = (f"From the model card's measurement ({model_dir.name}/controllability.json, "
+                     f"{data.get('settings', {}).get('samples_per_cell', '?')} samples per held-out prompt).")
+    return out
+
+
+def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full", results: Path | None = None,
+        log=print, min_samples: int = 16) -> dict:
+    from videomage_core.model import load_model
+
+    t0 = time.perf_counter()
+    model = load_model(model_dir)
+    recipe = C.Recipe.for_model(model, **SCALES[scale])
+    q = Quality(model, recipe, out, pairs, seeds, log, min_samples)
+    log(f"quality: {pairs} pairs x {len(q.motions)} motions x {seeds} seeds, recipe {recipe}")
+    arts = q.train()
+    custom = q.customization(arts)
+    records = q.methods(arts)
+    methods, claims = summarize(records)
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "seconds": round(time.perf_counter() - t0, 1),
+        "settings": {"model": str(model_dir), "model_fingerprint": model.fingerprint, "pairs": pairs,
+                     "seeds": seeds, "motions": list(q.motions), "cells": pairs * len(q.motions) * seeds,
+                     "scale": scale, "recipe": C.recipe_dict(recipe),
+                     "subjects": [[repr(s) for s in p] for p in q.pairs],
+                     "references": {k: v.caption for k, v in q.references.items()}},
+        "base": base_controllability(Path(model_dir)),
+        "customization": {k: v for k, v in custom.items() if k != "scores"},
+        "methods": methods,
+        "claims": claims,
+        "timings": q.timings,
+        "records": records,
+        "customization_scores": custom["scores"],
+    }
+    if results is not None:
+        results.mkdir(parents=True, exist_ok=True)
+        tmp = results / "quality.json.tmp"
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(results / "quality.json")
+        write_section(results / "RESULTS.md", "quality", markdown(result))
+        log(f"wrote {results / 'quality.json'} and the quality section of {results / 'RESULTS.md'}")
+    return result
+
+
+def main(argv=None) -> int:
+    from videomage_core.pretrained import shapesworld_model_dir
+
+    p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n")[0])
+    p.add_argument("--model", help="model folder (default: the built-in ShapesWorld model)")
+    p.add_argument("--out", default="outputs/quality", help="artifacts and cache (a re-run resumes)")
+    p.add_argument("--results", default="bench", help="where quality.json and RESULTS.md go")
+    p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--scale", choices=sorted(SCALES), default="full")
+    a = p.parse_args(argv)
+    if a.pairs < 1 or a.seeds < 1:
+        p.error("--pairs and --seeds must be at least 1")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    model_dir = Path(a.model) if a.model else shapesworld_model_dir()
+    run(model_dir, Path(a.out), a.pairs, a.seeds, a.scale, Path(a.results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""``make quality``'s statistics and report, and the whole benchmark at test scale on the built-in model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import quality as Q
+from bench.markdown import write_section
+
+
+def test_stat_and_paired_differences():
+    s = Q.stat([1.0, 0.0, None, 1.0, 0.0])
+    assert s["n"] == 4 and s["mean"] == 0.5 and s["ci95"] == pytest.approx(1.96 * 0.57735 / 2, abs=1e-3)
+    assert Q.stat([None])["mean"] is None and Q.stat([0.3])["ci95"] is None
+    d = Q.paired([1.0, 1.0, None, 0.5], [0.0, 0.5, 1.0, None])
+    assert d["n"] == 2 and d["mean"] == 0.75
+
+
+def _records(videomage_leak, wo_leak):
+    recs = []
+    for k in range(6):
+        for name in Q.METHODS:
+            leak = wo_leak if name == "wo_lmot" else videomage_leak
+            recs.append({"method": name, "pair": 0, "motion": "orbit", "seed": k, "subject_fidelity": 0.5,
+                         "motion_fidelity": 0.5, "leakage": leak + 0.01 * k, "binding": 0.5,
+                         "temporal_consistency": 1.0, "interaction": 0.0, "failed": 0})
+    return recs
+
+
+def test_claims_are_supported_only_beyond_the_interval():
+    methods, claims = Q.summarize(_records(0.1, 0.6))
+    assert methods["wo_lmot"]["leakage"]["mean"] == pytest.approx(0.625)
+    leak = claims["leakage lower with L_mot (wo_lmot - videomage > 0)"]
+    assert leak["mean"] == pytest.approx(0.5) and leak["supported"]
+    assert not claims["binding better with L_attn (videomage - wo_lattn > 0)"]["supported"]  # equal
+    _, claims = Q.summarize(_records(0.6, 0.1))
+    assert not claims["leakage lower with L_mot (wo_lmot - videomage > 0)"]["supported"]
+
+
+def test_results_md_sections_are_kept(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmarks\n\nold speed table\n")  # a file from before the sections
+    write_section(path, "quality", "## Quality\nq1")
+    text = path.read_text()
+    assert "old speed table" in text and "q1" in text and text.index("old speed") < text.index("q1")
+    write_section(path, "speed", "# Benchmarks\nnew speed")
+    write_section(path, "quality", "## Quality\nq2")
+    text = path.read_text()
+    assert "new speed" in text and "q2" in text and "old speed" not in text and "q1" not in text
+
+
+def test_quality_runs_end_to_end_at_test_scale(tmp_path):
+    from videomage_core.pretrained import shapesworld_model_dir
+
+    res = Q.run(shapesworld_model_dir(), tmp_path / "q", pairs=1, seeds=1, scale="test", results=tmp_path / "r",
+                log=lambda s: None, min_samples=2)
+    saved = json.loads((tmp_path / "r" / "quality.json").read_text())
+    assert set(saved["base"]) >= {"colour", "shape", "motion"}
+    assert set(saved["customization"]) == {"subject_before", "subject_after", "motion_before", "motion_after"}
+    assert set(saved["methods"]) == set(Q.METHODS)
+    for m in Q.METHODS:
+        for k in ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency"):
+            assert set(saved["methods"][m][k]) >= {"mean", "ci95"}
+    assert len(saved["records"]) == len(Q.METHODS) * 3 and res["settings"]["cells"] == 3
+    md = (tmp_path / "r" / "RESULTS.md").read_text()
+    assert "<!-- quality:start -->" in md and "motiondirector_style" in md
+    # a second run reuses every trained artifact
+    arts = sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir())
+    assert len(arts) == 2 + 3 * 2 + 2

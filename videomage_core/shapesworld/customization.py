@@ -1,0 +1,258 @@
+"""Customization experiments on ShapesWorld: inputs from the generator, engine calls, exact measures.
+
+What ``make demo`` and ``make quality`` (``bench/quality.py``) share. Subjects are objects of
+unnamed hues (the model has no word for them, as ZeroScope has none for a user's dog); the
+reference motion is a held-out interaction (never shown in pretraining) performed by two other,
+named-colour objects, so that copying their appearance into the output is measurable as leakage.
+
+Every trained piece is an ordinary engine artifact (:func:`train_subject`, :func:`train_motion`,
+:func:`fuse_subjects`); sampling is :func:`generate_video`. The knobs for a given scale are one
+:class:`Recipe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+
+from . import measures as M
+from .generator import (
+    HELD_OUT_INTERACTIONS,
+    NAMED_COLOURS,
+    NAMED_SHAPES,
+    PAIR_SIZE,
+    SUPERCLASS,
+    Clip,
+    ObjectSpec,
+    hue_distance,
+    interaction_prompt,
+    render_subject_images,
+    sample_interaction,
+    sample_object,
+)
+
+MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency", "interaction")
+#: Value a measure takes when the video has no detectable object to score (a failed video counts
+#: as a failure; leakage has no meaning without an object and is left out, counted in ``failed``).
+FAILED = {"subject_fidelity": 0.0, "motion_fidelity": 0.0, "leakage": None, "binding": 0.0,
+          "temporal_consistency": 0.0, "interaction": 0.0}
+SUBJECT_SHAPES = ("star", "ring", "cross", "diamond")  # shapes captions never name
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every knob of one customization run (steps, learning rates, sampling)."""
+
+    size: int = 32
+    frames: int = 8
+    subject_steps: int = 200
+    motion_steps: int = 200
+    inversion_steps: int = 100
+    fusion_steps: int = 100
+    sample_steps: int = 30
+    cfg: float = 3.0
+    tau: int = 9
+    rank: int = 4
+    lr_lora: float = 1e-3
+    lr_token: float = 1e-2
+    lambda1: float = 0.25
+    lambda2: float = 0.6
+    omega: float = 0.5
+    prior_videos: int = 2
+    prior_steps: int = 20
+    generation_steps: int = 20
+    images: int = 4
+    noise_prior_beta: float = 0.3
+    alpha: float | None = None  # SCS alpha0; None: the model's scs_alpha
+
+    @classmethod
+    def for_model(cls, model, **overrides) -> Recipe:
+        """Size, frames, steps and CFG from the model's ``videomage.json``, then ``overrides``."""
+        base = cls(size=int(model.default("height", cls.size)), frames=int(model.default("frames", cls.frames)),
+                   sample_steps=int(model.default("steps", cls.sample_steps)),
+                   cfg=float(model.default("cfg", cls.cfg)))
+        return replace(base, **overrides)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def subject_pairs(seed: int, n: int) -> list[tuple[ObjectSpec, ObjectSpec]]:
+    """``n`` pairs of subjects with unnamed hues (>= 60 deg apart), unnamed shapes and textures
+    drawn from the whole space; the two subjects of a pair differ in shape."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for i in range(n):
+        shapes = [SUBJECT_SHAPES[i % len(SUBJECT_SHAPES)], SUBJECT_SHAPES[(i + 1) % len(SUBJECT_SHAPES)]]
+        first = sample_object(rng, named_colour=False, shape=shapes[0])
+        second = sample_object(rng, named_colour=False, shape=shapes[1], avoid_hue=first.hue)
+        pairs.append((first, second))
+    return pairs
+
+
+def reference_clip(seed: int, interaction: str, avoid: tuple[ObjectSpec, ...], frames: int, size: int) -> Clip:
+    """A clip of ``interaction`` by two plain objects of named shapes (the subjects' shapes are never
+    named) in the two named colours farthest in hue from every ``avoid`` subject: what leakage
+    would copy."""
+    rng = np.random.default_rng(seed)
+    far = sorted(NAMED_COLOURS, key=lambda c: -min([hue_distance(NAMED_COLOURS[c], o.hue) for o in avoid] or [180]))
+    colours = list(far[:2])
+    rng.shuffle(colours)
+    shapes = rng.choice(list(NAMED_SHAPES), 2, replace=False)
+    objs = [replace(sample_object(rng, named_colour=True, shape=str(sh), texture="plain", size_range=PAIR_SIZE),
+                    hue=NAMED_COLOURS[c])
+            for sh, c in zip(shapes, colours)]
+    return sample_interaction(rng, interaction, subjects=objs, frames=frames, height=size, width=size)
+
+
+def subject_images(subject: ObjectSpec, seed: int, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` still images ``[N, H, W, 3]`` and masks ``[N, H, W]`` of one subject."""
+    imgs = render_subject_images(subject, n, np.random.default_rng(seed), height=size, width=size)
+    return torch.from_numpy(imgs.images).float(), torch.from_numpy(imgs.masks).float()
+
+
+def customized_prompt(motion: str, tokens: tuple[str, str]) -> str:
+    """"a <s1> orbits a <s2>": the held-out interaction's caption with the subjects' tokens."""
+    return interaction_prompt(motion, f"a {tokens[0]}", f"a {tokens[1]}")
+
+
+# --------------------------------------------------------------------------- engine calls
+
+
+def train_subject_artifact(model, subject: ObjectSpec, token: str, recipe: Recipe, seed: int, cache_dir=None,
+                           callback=None):
+    from ..subject import SubjectSettings, train_subject
+
+    images, masks = subject_images(subject, seed, recipe.size, recipe.images)
+    settings = SubjectSettings(token=token, superclass=SUPERCLASS, steps=recipe.subject_steps, rank=recipe.rank,
+                               lr_lora=recipe.lr_lora, lr_token=recipe.lr_token, lambda1=recipe.lambda1,
+                               seed=seed, height=recipe.size, width=recipe.size,
+                               prior_videos=recipe.prior_videos, prior_frames=recipe.frames,
+                               prior_steps=recipe.prior_steps, prior_cfg=recipe.cfg)
+    return train_subject(model, images, settings, masks=masks, cache_dir=cache_dir, callback=callback)
+
+
+def train_motion_artifact(model, reference: Clip, recipe: Recipe, seed: int, omega: float | None = None,
+                          callback=None):
+    from ..motion import MotionSettings, train_motion
+
+    words = tuple(o.shape for o in reference.spec.objects)
+    settings = MotionSettings(motion_prompt=reference.caption, reference_words=words,
+                              omega=recipe.omega if omega is None else omega, steps=recipe.motion_steps,
+                              inversion_steps=recipe.inversion_steps, rank=recipe.rank, lr_lora=recipe.lr_lora,
+                              lr_token=recipe.lr_token, seed=seed, height=recipe.size, width=recipe.size)
+    video = torch.from_numpy(reference.frames).float()
+    masks = torch.from_numpy(reference.masks[:, reference.frames.shape[0] // 2]).float()
+    return train_motion(model, video, settings, masks=masks, callback=callback)
+
+
+def fuse_artifact(model, subjects, pair: tuple[ObjectSpec, ObjectSpec], recipe: Recipe, seed: int,
+                  lambda2: float | None = None, cache_dir=None, callback=None):
+    """Fuse two trained subjects; CutMix sources are the subjects' own masked images."""
+    from ..fusion import FusionSettings, fuse_subjects
+
+    settings = FusionSettings(lambda2=recipe.lambda2 if lambda2 is None else lambda2, steps=recipe.fusion_steps,
+                              lr_lora=recipe.lr_lora, seed=seed, frames=recipe.frames, height=recipe.size,
+                              width=recipe.size, generation_steps=recipe.generation_steps, cfg=recipe.cfg,
+                              videos_per_subject=1, cutmix_videos=4)
+    images = [subject_images(s, seed + 100 * k, recipe.size, recipe.images) for k, s in enumerate(pair)]
+    return fuse_subjects(model, subjects, settings, subject_images=images, cache_dir=cache_dir, callback=callback)
+
+
+def sample_settings(recipe: Recipe, seed: int):
+    from ..sampling import SampleSettings
+
+    return SampleSettings(frames=recipe.frames, height=recipe.size, width=recipe.size,
+                          steps=recipe.sample_steps, cfg=recipe.cfg, seed=seed)
+
+
+def generate(model, subject_art, motion_art, prompt: str, recipe: Recipe, seed: int, mode: str,
+             noise_prior: bool = True) -> torch.Tensor:
+    """One customized video ``[F, H, W, 3]`` (``mode`` "scs" or "wo_scs")."""
+    from ..pipeline import generate_video
+    from ..sampling import SCSSettings
+
+    return generate_video(model, subject_art, motion_art, prompt, sample_settings(recipe, seed), mode=mode,
+                          scs=SCSSettings(tau=recipe.tau, alpha0=recipe.alpha),
+                          noise_prior_beta=recipe.noise_prior_beta if noise_prior else 0.0)
+
+
+def generate_with(model, artifact, prompt: str, recipe: Recipe, seed: int) -> torch.Tensor:
+    """Plain sampling with one artifact's adapter (or the base model when ``artifact`` is None)."""
+    from ..artifacts import apply_artifact
+    from ..diffusion import decode_latents
+    from ..lora import delete_lora
+    from ..sampling import ddim_sample
+
+    adapters = []
+    try:
+        if artifact is not None:
+            apply_artifact(model, artifact, "probe", "artifact")
+            adapters = ["probe"]
+        return decode_latents(model, ddim_sample(model, prompt, sample_settings(recipe, seed), adapters=adapters))
+    finally:
+        if "probe" in model.adapters:
+            delete_lora(model, "probe")
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def measure_customized(frames, subjects: tuple[ObjectSpec, ObjectSpec], reference: Clip) -> dict:
+    """The five ``make quality`` measures (+ interaction accuracy) of one two-subject video.
+
+    subject_fidelity: mean of both subjects' fidelity; motion_fidelity: trajectory match to the
+    reference; leakage: the reference objects' appearance in the output; binding; temporal
+    consistency; interaction: 1 when the detected interaction is the reference's. A video with
+    fewer than two detectable objects scores :data:`FAILED` (``failed`` = 1).
+    """
+    arr = np.asarray(frames.float().numpy() if isinstance(frames, torch.Tensor) else frames)
+    objs = list(subjects)
+    try:
+        an = M.analyze(arr, 2)
+        if len(an.objects) < 2:
+            raise ValueError("fewer than two objects")
+        tracks = [o.trajectory() for o in an.objects[:2]]
+        size = float(min(arr.shape[1:3]))
+        found, _ = M.classify_interaction(tracks[0], tracks[1], size)
+        out = {
+            "subject_fidelity": float(np.mean([M.subject_fidelity(an, o, 2) for o in objs])),
+            "motion_fidelity": float(M.motion_fidelity(an, reference)),
+            "leakage": float(M.appearance_leakage(an, objs, list(reference.spec.objects))),
+            "binding": float(M.attribute_binding(an, objs)),
+            "temporal_consistency": float(M.temporal_consistency(an, 2)),
+            "interaction": float(found == reference.spec.motion),
+            "failed": 0,
+        }
+    except (ValueError, IndexError):
+        out = {**FAILED, "failed": 1}
+    return out
+
+
+def measure_subject(frames, subject: ObjectSpec) -> float:
+    """Fidelity of the single object of a one-subject video to ``subject`` (0 when none is found)."""
+    arr = np.asarray(frames.float().numpy() if isinstance(frames, torch.Tensor) else frames)
+    try:
+        return float(M.subject_fidelity(arr, subject, 1))
+    except (ValueError, IndexError):
+        return 0.0
+
+
+def measure_motion(frames, reference: Clip) -> float:
+    """Motion fidelity of a two-object video to the reference clip (0 when it has no two objects)."""
+    arr = np.asarray(frames.float().numpy() if isinstance(frames, torch.Tensor) else frames)
+    try:
+        return float(M.motion_fidelity(arr, reference))
+    except (ValueError, IndexError):
+        return 0.0
+
+
+def recipe_dict(recipe: Recipe) -> dict:
+    return asdict(recipe)
+
+
+__all__ = ["HELD_OUT_INTERACTIONS", "MEASURES", "Recipe", "customized_prompt", "fuse_artifact", "generate",
+           "generate_with", "measure_customized", "measure_motion", "measure_subject", "reference_clip",
+           "subject_images", "subject_pairs", "train_motion_artifact", "train_subject_artifact"]
