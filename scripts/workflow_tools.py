@@ -164,13 +164,18 @@ TINY = {
 }
 
 
-def tiny_overrides(api: dict) -> dict:
+def _override(api: dict, table: dict) -> dict:
+    """A copy of ``api`` with the literal (unlinked) inputs named in ``table[class_type]`` replaced."""
     api = copy.deepcopy(api)
     for node in api.values():
-        for key, value in TINY.get(node["class_type"], {}).items():
+        for key, value in table.get(node["class_type"], {}).items():
             if key in node["inputs"] and not isinstance(node["inputs"][key], list):
                 node["inputs"][key] = value
     return api
+
+
+def tiny_overrides(api: dict) -> dict:
+    return _override(api, TINY)
 
 
 # Step counts only (sizes and frames kept): the quick-start workflow at the built-in model's size, in
@@ -185,9 +190,4 @@ FAST_STEPS = {
 
 
 def step_overrides(api: dict) -> dict:
-    api = copy.deepcopy(api)
-    for node in api.values():
-        for key, value in FAST_STEPS.get(node["class_type"], {}).items():
-            if key in node["inputs"] and not isinstance(node["inputs"][key], list):
-                node["inputs"][key] = value
-    return api
+    return _override(api, FAST_STEPS)
