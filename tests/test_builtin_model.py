@@ -76,3 +76,23 @@ def test_model_settings_drive_levels_and_prompts(tiny_model_dir, tmp_path):
     (folder / "videomage.json").write_text("{not json")
     with pytest.raises(VideoMageInputError, match="model_path: .*videomage.json"):
         load_model(folder)
+
+
+def test_customization_probe_samples_from_the_motion_noise_prior(builtin):
+    """``generate_with(prior_from=motion)`` starts from the motion's inverted reference (beta from the
+    recipe): beta 0 is plain sampling, beta > 0 another start, hence another video."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from videomage_core.diffusion import encode_video
+    from videomage_core.shapesworld import customization as C
+
+    recipe = C.Recipe.for_model(builtin, sample_steps=3)
+    ref = C.reference_clip(0, "orbit", (), recipe.frames, recipe.size)
+    motion = SimpleNamespace(reference_latents=encode_video(builtin, torch.from_numpy(ref.frames).float()))
+    prompt = "a shape orbits another shape"
+    plain = C.generate_with(builtin, None, prompt, recipe, seed=3)
+    off = C.generate_with(builtin, None, prompt, replace(recipe, noise_prior_beta=0.0), seed=3, prior_from=motion)
+    on = C.generate_with(builtin, None, prompt, recipe, seed=3, prior_from=motion)
+    assert torch.equal(plain, off)
+    assert on.shape == plain.shape and (on - plain).abs().mean() > 1e-3

@@ -58,7 +58,11 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path):
                 log=lambda s: None, min_samples=2)
     saved = json.loads((tmp_path / "r" / "quality.json").read_text())
     assert set(saved["base"]) >= {"colour", "shape", "motion"}
-    assert set(saved["customization"]) == {"subject_before", "subject_after", "motion_before", "motion_after"}
+    assert set(saved["customization"]) == {"subject_before", "subject_after", *Q.MOTION_ROWS, "vae_ceiling"}
+    ceiling = saved["customization"]["vae_ceiling"]
+    assert ceiling["subject_fidelity"]["n"] == 2 * 2 and ceiling["motion_fidelity"]["n"] == 3  # 2 images x 2
+    assert ceiling["motion_fidelity"]["mean"] > 0.9  # the references survive the round trip
+    assert {saved["customization"][k]["n"] for k in Q.MOTION_ROWS} == {3}  # min_samples 2 over 3 motions
     assert set(saved["methods"]) == set(Q.METHODS)
     for m in Q.METHODS:
         for k in ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency"):

@@ -140,6 +140,34 @@ def test_resume_continues_the_step_count_and_equals_an_uninterrupted_run(smoke, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_extend_continues_a_finished_run_with_a_warm_restart(smoke, tmp_path):
+    from safetensors.torch import load_file
+
+    shutil.copytree(smoke.out.with_name("model.ckpt"), tmp_path / "model.ckpt")
+    with pytest.raises(ValueError, match="extend"):
+        _run(tmp_path, "model", resume=True, extend=0)
+    res = _run(tmp_path, "model", resume=True, extend=2)
+    st = res.state["t2v"]
+    assert res.status == "done" and st["step"] == 5 and st["total"] == 5 and len(st["losses"]) == 5
+    assert st["losses"][:3] == smoke.state["t2v"]["losses"]
+    assert st["restarts"] == [{"at": 3, "steps": 2, "peak": SMOKE.lr * 0.5, "warmup": 1}]
+    assert st["optimizer_restarts"] == [3]  # a finished run keeps no Adam moments
+    assert "warm restart at step 3 for 2 steps" in (res.out / "MODEL_CARD.md").read_text()
+    a = load_file(str(smoke.out / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(res.out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="has not finished"):
+        P.extend_finished_run({"t2v": {"step": 1, "total": 3}}, SMOKE, 2)
+
+
+def test_schedule_warm_restart_starts_a_new_warm_up_and_cosine():
+    st = {"restarts": [{"at": 100, "steps": 50, "peak": 0.5, "warmup": 10}]}
+    assert P.scheduled_lr(st, 99, 100, 1.0, 10, 0.1) == pytest.approx(P.lr_at(99, 100, 1.0, 10, 0.1))
+    assert P.scheduled_lr(st, 100, 150, 1.0, 10, 0.1) == pytest.approx(0.05)  # first warm-up step
+    assert P.scheduled_lr(st, 109, 150, 1.0, 10, 0.1) == pytest.approx(0.5)  # back at the (half) peak
+    assert P.scheduled_lr(st, 150, 150, 1.0, 10, 0.1) == pytest.approx(0.05)  # annealed to min_frac
+
+
 def test_scorer_is_exact_on_ground_truth():
     cells = [C.HELD_OUT_CELLS[0], C.HELD_OUT_CELLS[4], C.HELD_OUT_CELLS[9], C.HELD_OUT_CELLS[10]]
     rep = C.score_ground_truth(cells, samples_per_cell=2, frames=8, height=64, width=64)

@@ -57,8 +57,10 @@ BACKGROUND_PROMPT = "an empty background"
 
 
 def resolve_prompts(model, settings: FusionSettings) -> FusionSettings:
-    """Fill the prompts left to the model (its ``videomage.json``) or to ZeroScope's defaults."""
+    """Fill the prompts and attention levels left to the model (its ``videomage.json``) or to
+    ZeroScope's defaults."""
     return replace(settings,
+                   levels=tuple(settings.levels or model.attention_levels),
                    subject_prompt=settings.subject_prompt or model.default("subject_video_prompt", SUBJECT_PROMPT),
                    background_prompt=settings.background_prompt if settings.background_prompt is not None
                    else model.default("background_prompt", BACKGROUND_PROMPT))
@@ -78,11 +80,11 @@ def _generate_subject_videos(model, adapter, token, settings, cache_dir, cancel)
     recipe = {"base": model.fingerprint, "adapter_state": adapter["digest"], "prompt": prompt,
               "n": settings.videos_per_subject, "f": settings.frames, "h": settings.height,
               "w": settings.width, "steps": settings.generation_steps, "cfg": settings.cfg,
-              "seed": settings.seed, "levels": list(settings.levels or model.attention_levels), "thr": settings.mask_threshold}
+              "seed": settings.seed, "levels": list(settings.levels), "thr": settings.mask_threshold}
 
     def produce():
         out = {}
-        recorder = AttentionRecorder(model.unet, levels=settings.levels or model.attention_levels, temporal=False)
+        recorder = AttentionRecorder(model.unet, levels=settings.levels, temporal=False)
         for v in range(settings.videos_per_subject):
             st = SampleSettings(frames=settings.frames, height=settings.height, width=settings.width,
                                 steps=settings.generation_steps, cfg=settings.cfg,
@@ -208,7 +210,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
         init, rank = average_of_deltas(states, [a.scaling for a in subjects], settings.fused_rank)
         load_lora_state(model, "fused", init, "spatial", rank, float(rank))
         params = trainable_lora_parameters(model, "fused")
-        recorder = AttentionRecorder(model.unet, levels=settings.levels or model.attention_levels, temporal=False)
+        recorder = AttentionRecorder(model.unet, levels=settings.levels, temporal=False)
         set_gradient_checkpointing(model.unet, settings.gradient_checkpointing)
 
         def step_fn(step):

@@ -179,19 +179,27 @@ def generate(model, subject_art, motion_art, prompt: str, recipe: Recipe, seed: 
                           noise_prior_beta=recipe.noise_prior_beta if noise_prior else 0.0)
 
 
-def generate_with(model, artifact, prompt: str, recipe: Recipe, seed: int) -> torch.Tensor:
-    """Plain sampling with one artifact's adapter (or the base model when ``artifact`` is None)."""
+def generate_with(model, artifact, prompt: str, recipe: Recipe, seed: int, prior_from=None) -> torch.Tensor:
+    """Plain sampling with one artifact's adapter (or the base model when ``artifact`` is None).
+
+    ``prior_from``: a motion artifact whose inverted reference starts the sampling (the paper's
+    noise prior, ``recipe.noise_prior_beta``), as the pipeline does whenever a motion is used.
+    """
     from ..artifacts import apply_artifact
     from ..diffusion import decode_latents
     from ..lora import delete_lora
-    from ..sampling import ddim_sample
+    from ..sampling import ddim_sample, noise_prior_latents
 
     adapters = []
+    settings = sample_settings(recipe, seed)
     try:
         if artifact is not None:
             apply_artifact(model, artifact, "probe", "artifact")
             adapters = ["probe"]
-        return decode_latents(model, ddim_sample(model, prompt, sample_settings(recipe, seed), adapters=adapters))
+        x_t = None
+        if prior_from is not None:
+            x_t = noise_prior_latents(model, settings, prior_from.reference_latents, recipe.noise_prior_beta)
+        return decode_latents(model, ddim_sample(model, prompt, settings, adapters=adapters, latents=x_t))
     finally:
         if "probe" in model.adapters:
             delete_lora(model, "probe")
@@ -249,10 +257,30 @@ def measure_motion(frames, reference: Clip) -> float:
         return 0.0
 
 
+def round_trip(model, frames: torch.Tensor) -> torch.Tensor:
+    """Frames ``[F, H, W, 3]`` through the model's VAE and back: what a perfect UNet could output."""
+    from ..diffusion import decode_latents, encode_video
+
+    with torch.no_grad():
+        return decode_latents(model, encode_video(model, frames))
+
+
+def vae_ceiling(model, subjects, references, recipe: Recipe, seed: int = 0) -> dict:
+    """Subject fidelity of the subjects' own images (as still videos) and motion fidelity of the
+    reference clips, after a VAE round trip: the most any sampler can score through this VAE."""
+    sub = []
+    for k, subj in enumerate(subjects):
+        images, _ = subject_images(subj, seed + k, recipe.size, recipe.images)
+        sub += [measure_subject(round_trip(model, im[None].repeat(recipe.frames, 1, 1, 1)), subj) for im in images]
+    mot = [measure_motion(round_trip(model, torch.from_numpy(ref.frames).float()), ref) for ref in references]
+    return {"subject_fidelity": sub, "motion_fidelity": mot}
+
+
 def recipe_dict(recipe: Recipe) -> dict:
     return asdict(recipe)
 
 
 __all__ = ["HELD_OUT_INTERACTIONS", "MEASURES", "Recipe", "customized_prompt", "fuse_artifact", "generate",
            "generate_with", "measure_customized", "measure_motion", "measure_subject", "reference_clip",
-           "subject_images", "subject_pairs", "train_motion_artifact", "train_subject_artifact"]
+           "round_trip", "subject_images", "subject_pairs", "train_motion_artifact", "train_subject_artifact",
+           "vae_ceiling"]

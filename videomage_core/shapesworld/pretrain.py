@@ -8,6 +8,8 @@ only) go to ``DIR.ckpt/`` (``--ckpt``); ``--resume`` continues a stopped run exa
 stopped (every step's randomness is a pure function of ``(seed, stage, step)``, so a resumed run
 equals an uninterrupted one), ``--time-limit`` stops an invocation cleanly after that many seconds
 (checkpoint written; chain calls with ``--resume``: a device command may run 10 minutes at most).
+``--resume --extend N`` trains a finished run N more UNet steps (a warm restart of the schedule at
+half the peak learning rate) and exports again: how the committed model got more steps.
 
 Stages
 ------
@@ -563,6 +565,16 @@ def _restore_trainer(
                 ema[k].copy_(t)
 
 
+def scheduled_lr(st: dict, step: int, total: int, peak: float, warmup: int, min_frac: float) -> float:
+    """The stage's learning rate at ``step``: :func:`lr_at` over the first plan, then over the last
+    warm restart (``--extend``) that ``step`` has reached."""
+    restarts = [r for r in st.get("restarts", []) if step >= r["at"]]
+    if restarts:
+        r = restarts[-1]
+        return lr_at(step - r["at"], r["steps"], r["peak"], r["warmup"], min_frac)
+    return lr_at(step, total, peak, warmup, min_frac)
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int, min_frac: float) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine from ``peak`` to ``min_frac * peak`` at ``total``."""
     if step < warmup:
@@ -745,7 +757,7 @@ class _Run:
             step = st["step"]
             t0 = time.perf_counter()
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total or default_total, peak_lr, warmup, min_frac)
+                g["lr"] = scheduled_lr(st, step, total or default_total, peak_lr, warmup, min_frac)
             torch.manual_seed(step_seed(cfg.seed, stage, step))  # dropout inside the modules
             loss, parts = step_fn(step, batch)
             if not math.isfinite(loss.item()):
@@ -1099,6 +1111,10 @@ def write_model_card(
         f"grad clip {cfg.grad_clip}, caption dropout {cfg.caption_dropout}, EMA {cfg.ema_decay} (exported); "
         f"{t2v_st.get('seconds', 0) / 60:.1f} min"
         + (f" ({t2v_st['seconds'] / max(t2v_st['step'], 1):.3f} s/step)" if t2v_st.get("step") else "")
+        + "".join(
+            f"; warm restart at step {r['at']} for {r['steps']} steps (peak lr {r['peak']:g})"
+            for r in t2v_st.get("restarts", [])
+        )
         + ".",
         "",
         "## Loss curve",
@@ -1153,13 +1169,16 @@ def pretrain(
     log: Callable[[str], None] | None = None,
     command: str = "",
     stop_at: int | None = None,
+    extend: int | None = None,
 ) -> PretrainResult:
     """Run (or continue) every stage; write the model folder and its card. See the module docstring.
 
     ``steps`` overrides ``cfg.steps`` (UNet steps); ``minutes`` plans both stages' steps from the
     measured speed instead (15 % of the time for the VAE at most); ``time_limit`` (seconds) pauses
     this call with a checkpoint, as does ``stop_at`` (a UNet step; for tests and scripted chunks).
-    ``eval_samples`` overrides ``cfg.eval_samples`` (0 skips it).
+    ``eval_samples`` overrides ``cfg.eval_samples`` (0 skips it). ``extend`` continues a finished
+    run (with ``resume``) for that many more UNet steps: a warm restart of the schedule (the Adam
+    moments were not kept, so a fresh warm-up, then cosine from half the peak learning rate).
     """
     t_start = time.monotonic()
     deadline = t_start + time_limit if time_limit else None
@@ -1203,6 +1222,10 @@ def pretrain(
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         build_tokenizer(run.tok_dir)
         ck.write_state(state)
+    if extend is not None:
+        extend_finished_run(state, cfg, int(extend))
+        ck.write_state(state)
+        _log(f"[t2v] extended to {state['t2v']['total']} steps (warm restart at {state['t2v']['step']})")
     if not (run.tok_dir / "tokenizer.json").is_file():  # deterministic: rebuilt if not carried along
         build_tokenizer(run.tok_dir)
     with open(ckpt_dir / "train.log", "a") as logf:
@@ -1210,6 +1233,22 @@ def pretrain(
         return _pretrain_stages(
             run, state, cfg, out, device, minutes, deadline, stop_at, eval_samples, workers, command, _log
         )
+
+
+def extend_finished_run(state: dict, cfg: PretrainConfig, steps: int) -> None:
+    """Plan ``steps`` more UNet steps after a finished run, as a warm restart (see :func:`pretrain`)."""
+    st = state.get("t2v") or {}
+    if steps < 1:
+        raise ValueError(f"extend: expected a positive number of UNet steps, got {steps}")
+    if not st.get("done"):
+        raise ValueError("extend: the run in the checkpoint folder has not finished its UNet stage; use --resume alone")
+    at = int(st["step"])
+    st.setdefault("restarts", []).append(
+        {"at": at, "steps": steps, "peak": cfg.lr * 0.5, "warmup": min(cfg.warmup, max(1, steps // 10))}
+    )
+    st["total"] = at + steps
+    st["done"] = False
+    state.pop("eval", None)
 
 
 def _pretrain_stages(
@@ -1328,6 +1367,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, help="clips per UNet step (default: the preset's)")
     p.add_argument("--vae-steps", type=int, help="most VAE steps (default: the preset's)")
     p.add_argument("--eval-samples", type=int, help="videos per held-out prompt (0: skip)")
+    p.add_argument(
+        "--extend",
+        type=int,
+        help="with --resume on a finished run: train this many more UNet steps (a warm restart) and export again",
+    )
     p.add_argument("--seed", type=int)
     a = p.parse_args(argv)
     cfg = PRESETS[a.preset]
@@ -1335,6 +1379,8 @@ def main(argv=None) -> int:
         if v is not None:
             cfg = replace(cfg, **{k: v})
     threads = os.environ.get("OMP_NUM_THREADS")
+    if a.extend is not None and not a.resume:
+        p.error("--extend continues a finished run: pass --resume too")
     if a.device == "cpu" and threads:
         torch.set_num_threads(int(threads))
     res = pretrain(
@@ -1348,6 +1394,7 @@ def main(argv=None) -> int:
         a.ckpt,
         a.workers,
         a.eval_samples,
+        extend=a.extend,
         command=" ".join(
             ["python -m videomage_core.shapesworld.pretrain"] + sys.argv[1:] if argv is None else list(argv)
         ),
