@@ -43,11 +43,11 @@ Stages
 Preset ``cpu`` (the committed built-in model, ``videomage_core/models/shapesworld``)
 ----------------------------------------------------------------------------------
 No GPU was lent to the sessions that built it, so the model that ships is the one a 2-core CPU
-trains in about an hour: 32x32 px, VAE factor 4 -> 8x8 latent, and the engine records attention at
-the full-resolution level (``down_blocks.0`` / ``up_blocks.3``, written to ``videomage.json`` as
+trains in about two hours (an hour's plan, then ``--extend 2400``): 32x32 px, VAE factor 4 -> 8x8
+latent, and the engine records attention at the full-resolution level (``down_blocks.0`` / ``up_blocks.3``, written to ``videomage.json`` as
 ``attention_levels``), where maps are 8x8 as the issue asks. The UNet is the first experiment's
-(channels 32/64/64/64, 3.56 M parameters), batch 16, ~1.8-2.0 s per step on one thread (the run
-was pinned to one core so the other stayed free for development), EMA 0.995. Objects are 3-5 px in
+(channels 32/64/64/64, 3.56 M parameters), batch 16, ~1.3 s per step on 2 idle cores (~2.0 s on
+one thread; parts of the run were pinned to one core so the other stayed free), EMA 0.995. Objects are 3-5 px in
 radius at this size, so textures are barely resolved (the VAE's object PSNR is ~18 dB) while hue,
 shape and trajectories survive the round trip (ceiling: colour 1.0, shape 0.93, motion 1.0).
 ``--preset full`` below is the GPU plan (128 px, maps at the quarter level), never run.
