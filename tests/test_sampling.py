@@ -126,6 +126,29 @@ def test_ddim_inversion_round_trips(model, output_scale, steps, tolerance):
     assert (xt - x0).norm() / x0.norm() > 0.5, "inversion must actually move the latent"
 
 
+def test_noise_prior_inverts_each_reference_once(model, monkeypatch):
+    """The inverted reference is remembered per clip, step count and base weights."""
+    import videomage_core.sampling as S
+
+    calls = []
+    real = S.ddim_invert
+    monkeypatch.setattr(S, "ddim_invert", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    ref = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    st = SampleSettings(frames=3, height=64, width=64, steps=3, seed=5)
+    first = S.noise_prior_latents(model, st, ref, 0.3)
+    assert torch.equal(S.noise_prior_latents(model, st, ref, 0.3), first) and calls == [3]
+    other_seed = S.noise_prior_latents(model, SampleSettings(frames=3, height=64, width=64, steps=3, seed=6),
+                                       ref, 0.3)
+    assert calls == [3] and not torch.equal(other_seed, first), "the seed only changes the fresh noise"
+    S.noise_prior_latents(model, SampleSettings(frames=3, height=64, width=64, steps=4, seed=5), ref, 0.3)
+    S.noise_prior_latents(model, st, ref + 1, 0.3)
+    assert calls == [3, 4, 3]
+    with torch.no_grad():
+        model.unet.conv_out.bias.add_(0.5)
+    changed = S.noise_prior_latents(model, st, ref, 0.3)
+    assert calls == [3, 4, 3, 3] and not torch.equal(changed, first), "new base weights, new inversion"
+
+
 def test_scs_runs_under_inference_mode(custom):
     """ComfyUI runs every node under torch.inference_mode(); the guidance gradient must still work."""
     st = SampleSettings(frames=3, height=64, width=64, steps=3, seed=2)

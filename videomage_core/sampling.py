@@ -153,8 +153,31 @@ def noise_prior_latents(model, settings: SampleSettings, reference_latents: torc
     target = eps.shape[2:]
     if tuple(ref.shape[2:]) != tuple(target):
         ref = F.interpolate(ref, size=target, mode="trilinear", align_corners=False)
-    eps_m = ddim_invert(model, ref.to(model.dtype), inversion_steps or settings.steps)
+    eps_m = inverted_reference(model, ref.to(model.dtype), inversion_steps or settings.steps)
     return noise_prior(eps_m, eps, beta)
+
+
+INVERSION_CACHE_SIZE = 4
+
+
+def inverted_reference(model, reference: torch.Tensor, steps: int) -> torch.Tensor:
+    """``ddim_invert`` of a reference clip, remembered on the model (the last few clips).
+
+    The inversion runs the frozen base model with no prompt and no seed, so it depends only on the
+    clip, the step count and the base weights (their in-place version counters are part of the
+    key): every video sampled from one motion reuses the same ``eps_m``.
+    """
+    from .cache import tensors_digest
+
+    cache = model.__dict__.setdefault("_inversion_cache", {})
+    base_version = sum(p._version for n, p in model.unet.named_parameters() if "lora_" not in n)
+    key = (tensors_digest({"ref": reference}), tuple(reference.shape), int(steps), str(model.dtype),
+           str(model.device), base_version)
+    if key not in cache:
+        while len(cache) >= INVERSION_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = ddim_invert(model, reference, steps)
+    return cache[key].clone()
 
 
 class _Branch:
