@@ -72,8 +72,13 @@ def paired(a: list, b: list) -> dict:
 # --------------------------------------------------------------------------- the run
 
 
+def say(message: str) -> None:
+    """Progress lines, flushed (a long run's log is readable while it runs, redirected or not)."""
+    print(message, flush=True)
+
+
 class Quality:
-    def __init__(self, model, recipe: C.Recipe, out: Path, pairs: int, seeds: int, log=print,
+    def __init__(self, model, recipe: C.Recipe, out: Path, pairs: int, seeds: int, log=say,
                  min_samples: int = 16):
         self.model, self.recipe, self.out, self.log = model, recipe, out, log
         self.min_samples = min_samples  # per before/after cell (the issue asks for 16+)
@@ -286,7 +291,11 @@ def markdown(result: dict) -> str:
           "| claim | difference | supported |", "|---|---|---|"]
     for k, v in result["claims"].items():
         L.append(f"| {k} | {_fmt(v)} | {'yes' if v['supported'] else 'no'} |")
-    L += ["", "Training times (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()), ""]
+    if result["timings"]:
+        L += ["", "Training times (s): " + ", ".join(f"{k} {v}" for k, v in result["timings"].items()), ""]
+    else:
+        L += ["", "Training: every LoRA came from an earlier run's artifacts (`--out`), so the time above is "
+              "the measuring alone.", ""]
     return "\n".join(L)
 
 
@@ -303,7 +312,7 @@ def base_controllability(model_dir: Path) -> dict:
 
 
 def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full", results: Path | None = None,
-        log=print, min_samples: int = 16) -> dict:
+        log=say, min_samples: int = 16) -> dict:
     from videomage_core.model import load_model
 
     t0 = time.perf_counter()
