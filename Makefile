@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run
 
 # VideoMage vs its ablations and a MotionDirector-style baseline on the built-in ShapesWorld model
-# (exact measures; about 40-60 min on 2 cores); writes bench/quality.json and bench/RESULTS.md
+# (exact measures; about an hour on 2 cores, 30 min once its LoRAs are cached in outputs/quality); writes bench/quality.json and bench/RESULTS.md
 quality: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m bench.quality
 

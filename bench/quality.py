@@ -1,6 +1,6 @@
 """``make quality``: VideoMage against its ablations and a MotionDirector-style baseline on ShapesWorld.
 
-    python -m bench.quality [--pairs 4] [--seeds 3] [--out outputs/quality] [--scale full|test]
+    python -m bench.quality [--pairs 4] [--seeds 2] [--out outputs/quality] [--scale full|test]
 
 On the built-in ShapesWorld model (``videomage_core/models/shapesworld``), with inputs from the
 generator and exact measures (:mod:`videomage_core.shapesworld.customization`):
@@ -359,7 +359,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="outputs/quality", help="artifacts and cache (a re-run resumes)")
     p.add_argument("--results", default="bench", help="where quality.json and RESULTS.md go")
     p.add_argument("--pairs", type=int, default=4)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=2, help="seeds per pair and motion (2: 24 videos per method)")
     p.add_argument("--scale", choices=sorted(SCALES), default="full")
     a = p.parse_args(argv)
     if a.pairs < 1 or a.seeds < 1:
