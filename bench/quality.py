@@ -167,11 +167,10 @@ class Quality:
         for j, motion in enumerate(self.motions):
             prompt = interaction_prompt(motion, f"a {SUPERCLASS}", f"another {SUPERCLASS}")
             ref, art = self.references[motion], arts[f"motion_{motion}"]
+            probes = dict(zip(MOTION_ROWS, [(None, None), (art, art), (art, None), (None, art)]))  # adapter, prior
             for s in range(mseeds):
                 seed = 4000 + 100 * j + s
-                for key, (adapter, prior) in {"motion_before": (None, None), "motion_after": (art, art),
-                                              "motion_lora_only": (art, None),
-                                              "motion_prior_only": (None, art)}.items():
+                for key, (adapter, prior) in probes.items():
                     video = C.generate_with(m, adapter, prompt, r, seed, prior_from=prior)
                     mot[key].append(C.measure_motion(video, ref))
         ceiling = C.vae_ceiling(m, [s for p in self.pairs for s in p], list(self.references.values()), r)

@@ -1378,9 +1378,9 @@ def main(argv=None) -> int:
     for k, v in (("batch", a.batch), ("vae_steps", a.vae_steps), ("seed", a.seed)):
         if v is not None:
             cfg = replace(cfg, **{k: v})
-    threads = os.environ.get("OMP_NUM_THREADS")
     if a.extend is not None and not a.resume:
         p.error("--extend continues a finished run: pass --resume too")
+    threads = os.environ.get("OMP_NUM_THREADS")
     if a.device == "cpu" and threads:
         torch.set_num_threads(int(threads))
     res = pretrain(
