@@ -43,8 +43,8 @@ Stages
 Preset ``cpu`` (the committed built-in model, ``videomage_core/models/shapesworld``)
 ----------------------------------------------------------------------------------
 No GPU was lent to the sessions that built it, so the model that ships is the one a 2-core CPU
-trains in about two hours (an hour's plan, then ``--extend 2400``): 32x32 px, VAE factor 4 -> 8x8
-latent, and the engine records attention at the full-resolution level (``down_blocks.0`` / ``up_blocks.3``, written to ``videomage.json`` as
+trains in about three hours (an hour's plan, then ``--extend 2400`` and ``--extend 1600``):
+32x32 px, VAE factor 4 -> 8x8 latent, and the engine records attention at the full-resolution level (``down_blocks.0`` / ``up_blocks.3``, written to ``videomage.json`` as
 ``attention_levels``), where maps are 8x8 as the issue asks. The UNet is the first experiment's
 (channels 32/64/64/64, 3.56 M parameters), batch 16, ~1.3 s per step on 2 idle cores (~2.0 s on
 one thread; parts of the run were pinned to one core so the other stayed free), EMA 0.995. Objects are 3-5 px in
