@@ -167,7 +167,8 @@ class Quality:
         for j, motion in enumerate(self.motions):
             prompt = interaction_prompt(motion, f"a {SUPERCLASS}", f"another {SUPERCLASS}")
             ref, art = self.references[motion], arts[f"motion_{motion}"]
-            probes = dict(zip(MOTION_ROWS, [(None, None), (art, art), (art, None), (None, art)]))  # adapter, prior
+            probes = dict(zip(MOTION_ROWS, [(None, None), (art, art), (art, None), (None, art)],
+                              strict=True))  # adapter, prior per row
             for s in range(mseeds):
                 seed = 4000 + 100 * j + s
                 for key, (adapter, prior) in probes.items():
