@@ -21,7 +21,8 @@ generator and exact measures (:mod:`videomage_core.shapesworld.customization`):
   with 95 % confidence intervals; a claim is ``supported`` when the interval excludes 0 on the
   claimed side.
 
-Trained artifacts are cached in ``--out`` (a re-run resumes). Writes ``bench/quality.json`` and the
+Trained artifacts, the customization measures and each measured (pair, motion, seed) cell are cached
+in ``--out`` (a re-run resumes; a run with more ``--seeds`` measures only the new seeds). Writes ``bench/quality.json`` and the
 quality section of ``bench/RESULTS.md``.
 """
 
@@ -91,6 +92,7 @@ class Quality:
         self.art_dir = out / "artifacts"
         self.art_dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
+        self.reused = {"customization": False, "cells": 0}  # measured by an earlier run (see _measured)
 
     def _cached(self, name: str, make):
         from videomage_core.artifacts import load_artifact, save_artifact
@@ -113,6 +115,24 @@ class Quality:
                           {k: v.caption + str(v.spec.paths.tolist()) for k, v in self.references.items()},
                           self.model.fingerprint])
         return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+    def sampling_digest(self) -> str:
+        """Of everything one measured cell depends on: the artifacts and the whole recipe, sampling included
+        (measures are cached per (pair, motion, seed), so more seeds later measure only the new ones)."""
+        key = json.dumps([self.digest(), C.recipe_dict(self.recipe), METHODS])
+        return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+    def _measured(self, name: str, measure) -> tuple[bool, object]:
+        """``measure()``'s JSON result, cached under ``out/cells`` on :meth:`sampling_digest`; (reused, result)."""
+        path = self.out / "cells" / f"{name}-{self.sampling_digest()}.json"
+        if path.is_file():  # measured by an earlier run with the same artifacts and sampling
+            return True, json.loads(path.read_text())
+        result = measure()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        tmp.replace(path)
+        return False, result
 
     def train(self) -> dict:
         from videomage_core.fusion import average_subjects
@@ -147,7 +167,14 @@ class Quality:
         return f"<p{i}s{k}>"
 
     def customization(self, arts) -> dict:
-        """Before / after one LoRA, each on its own measure (16+ samples per cell)."""
+        """Before / after one LoRA, each on its own measure (16+ samples per cell); cached like a cell."""
+        found, result = self._measured(f"customization-m{self.min_samples}", lambda: self._customization(arts))
+        if found:
+            self.log("  customization: reused")
+        self.reused["customization"] = found
+        return result
+
+    def _customization(self, arts) -> dict:
         r, m = self.recipe, self.model
         sub_before, sub_after = [], []
         seeds = max(1, math.ceil(self.min_samples / (2 * self.n_pairs)))
@@ -196,19 +223,29 @@ class Quality:
         }
         records = []
         total = len(self.pairs) * len(self.motions) * self.n_seeds
-        done = 0
+        done = reused = 0
         for i, pair in enumerate(self.pairs):
             for motion in self.motions:
                 prompt = C.customized_prompt(motion, (self.token(i, 0), self.token(i, 1)))
                 for s in range(self.n_seeds):
                     seed = 5000 + 97 * i + 13 * self.motions.index(motion) + s
-                    for name, (sk, mk, mode) in recipes.items():
-                        video = C.generate(m, arts[sk.format(i=i)], arts[mk.format(m=motion)], prompt, r, seed, mode)
-                        rec = C.measure_customized(video, pair, self.references[motion])
-                        records.append({"method": name, "pair": i, "motion": motion, "seed": seed, **rec})
+
+                    def cell(i=i, pair=pair, motion=motion, prompt=prompt, seed=seed):
+                        out = []
+                        for name, (sk, mk, mode) in recipes.items():
+                            video = C.generate(m, arts[sk.format(i=i)], arts[mk.format(m=motion)], prompt, r, seed,
+                                               mode)
+                            rec = C.measure_customized(video, pair, self.references[motion])
+                            out.append({"method": name, "pair": i, "motion": motion, "seed": seed, **rec})
+                        return out
+
+                    found, measured = self._measured(f"p{i}-{motion}-{seed}", cell)
+                    records.extend(measured)
+                    reused += found
+                    self.reused["cells"] = reused
                     done += 1
                     if done % max(1, total // 10) == 0 or done == total:
-                        self.log(f"  methods: {done}/{total} cells")
+                        self.log(f"  methods: {done}/{total} cells ({reused} reused)")
         return records
 
 
@@ -296,6 +333,12 @@ def markdown(result: dict) -> str:
     else:
         L += ["", "Training: every LoRA came from an earlier run's artifacts (`--out`), so the time above is "
               "the measuring alone.", ""]
+    reused = result.get("reused") or {}
+    if reused.get("cells") or reused.get("customization"):
+        what = [f"{reused.get('cells', 0)} of {result['settings']['cells']} (pair, motion, seed) cells"]
+        what += ["the customization measures"] if reused.get("customization") else []
+        L += [f"Measuring: {' and '.join(what)} came from an earlier run's cache (`--out`; same model, "
+              "artifacts and sampling settings), so the time above covers the rest.", ""]
     return "\n".join(L)
 
 
@@ -338,6 +381,7 @@ def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full",
         "methods": methods,
         "claims": claims,
         "timings": q.timings,
+        "reused": q.reused,
         "records": records,
         "customization_scores": custom["scores"],
     }

@@ -51,7 +51,7 @@ def test_results_md_sections_are_kept(tmp_path):
     assert "new speed" in text and "q2" in text and "old speed" not in text and "q1" not in text
 
 
-def test_quality_runs_end_to_end_at_test_scale(tmp_path):
+def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
     from videomage_core.pretrained import shapesworld_model_dir
 
     res = Q.run(shapesworld_model_dir(), tmp_path / "q", pairs=1, seeds=1, scale="test", results=tmp_path / "r",
@@ -70,6 +70,25 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path):
     assert len(saved["records"]) == len(Q.METHODS) * 3 and res["settings"]["cells"] == 3
     md = (tmp_path / "r" / "RESULTS.md").read_text()
     assert "<!-- quality:start -->" in md and "motiondirector_style" in md
-    # a second run reuses every trained artifact
     arts = sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir())
     assert len(arts) == 2 + 3 * 2 + 2
+    # a run with one more seed reuses every artifact and measured cell: it makes only the new seed's
+    # videos (3 motions x 5 methods)
+    made = []
+    generate = Q.C.generate
+
+    def counting(*args, **kwargs):
+        made.append(args[5])  # the seed
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(Q.C, "generate", counting)
+    again = Q.run(shapesworld_model_dir(), tmp_path / "q", pairs=1, seeds=2, scale="test", results=None,
+                  log=lambda s: None, min_samples=2)
+    new_seed = {r["seed"] for r in again["records"]} - {r["seed"] for r in res["records"]}
+    assert len(made) == 3 * len(Q.METHODS) and set(made) == new_seed and len(new_seed) == 3
+    old = [r for r in again["records"] if r["seed"] not in new_seed]
+    assert old == res["records"]  # reused as measured
+    assert again["reused"] == {"customization": True, "cells": 3} and res["reused"]["cells"] == 0
+    assert "3 of 6 (pair, motion, seed) cells" in Q.markdown(again)
+    assert len(list((tmp_path / "q" / "cells").glob("p0-*.json"))) == 6
+    assert sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir()) == arts
