@@ -22,8 +22,8 @@ generator and exact measures (:mod:`videomage_core.shapesworld.customization`):
   claimed side.
 
 Trained artifacts, the customization measures and each measured (pair, motion, seed) cell are cached
-in ``--out`` (a re-run resumes; a run with more ``--seeds`` measures only the new seeds). Writes ``bench/quality.json`` and the
-quality section of ``bench/RESULTS.md``.
+in ``--out`` (a re-run resumes; a run with more ``--seeds`` measures only the new seeds). Writes
+``bench/quality.json`` and the quality section of ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -71,6 +71,13 @@ def paired(a: list, b: list) -> dict:
 
 
 # --------------------------------------------------------------------------- the run
+
+
+def write_json(path: Path, obj, indent: int | None = None) -> None:
+    """Atomically: a reader (or a re-run after a kill) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=indent))
+    tmp.replace(path)
 
 
 def say(message: str) -> None:
@@ -129,9 +136,7 @@ class Quality:
             return True, json.loads(path.read_text())
         result = measure()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result))
-        tmp.replace(path)
+        write_json(path, result)
         return False, result
 
     def train(self) -> dict:
@@ -223,7 +228,7 @@ class Quality:
         }
         records = []
         total = len(self.pairs) * len(self.motions) * self.n_seeds
-        done = reused = 0
+        done = 0
         for i, pair in enumerate(self.pairs):
             for motion in self.motions:
                 prompt = C.customized_prompt(motion, (self.token(i, 0), self.token(i, 1)))
@@ -241,11 +246,10 @@ class Quality:
 
                     found, measured = self._measured(f"p{i}-{motion}-{seed}", cell)
                     records.extend(measured)
-                    reused += found
-                    self.reused["cells"] = reused
+                    self.reused["cells"] += found
                     done += 1
                     if done % max(1, total // 10) == 0 or done == total:
-                        self.log(f"  methods: {done}/{total} cells ({reused} reused)")
+                        self.log(f"  methods: {done}/{total} cells ({self.reused['cells']} reused)")
         return records
 
 
@@ -387,9 +391,7 @@ def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full",
     }
     if results is not None:
         results.mkdir(parents=True, exist_ok=True)
-        tmp = results / "quality.json.tmp"
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(results / "quality.json")
+        write_json(results / "quality.json", result, indent=1)
         write_section(results / "RESULTS.md", "quality", markdown(result))
         log(f"wrote {results / 'quality.json'} and the quality section of {results / 'RESULTS.md'}")
     return result
