@@ -187,9 +187,10 @@ def save_new(artifact, prefix: str) -> Path:
     base = artifact_folder()
     folder = (base / prefix).parent
     stem = (base / prefix).name
-    folder.mkdir(parents=True, exist_ok=True)
-    if not os.path.realpath(folder).startswith(os.path.realpath(base)):
+    real_base = os.path.realpath(base)
+    if os.path.commonpath([real_base, os.path.realpath(folder)]) != real_base:  # e.g. through a symlink
         raise VideoMageInputError("filename_prefix", f"'{prefix}' leaves {base}")
+    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{stem}.{uuid.uuid4().hex}.partial"
     try:
         save_artifact(artifact, tmp)

@@ -182,10 +182,20 @@ class ComfyClient:
         )
         with urllib.request.urlopen(f"{self.base}/view?{query}", timeout=60) as r:
             data = r.read()
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, item["filename"])
-        with open(path, "wb") as f:
+        # the server names the file: keep only plain names (no '..', no absolute paths), mirror its
+        # subfolder so that equal names in two subfolders do not collide, and write atomically
+        subfolder = str(item.get("subfolder", "")).replace("\\", "/").split("/")
+        parts = [p for p in subfolder if p not in ("", ".", "..")]
+        name = os.path.basename(str(item["filename"]).replace("\\", "/"))
+        if name in ("", ".", ".."):
+            raise ValueError(f"the server sent an unusable file name: {item['filename']!r}")
+        target = os.path.join(folder, *parts)
+        os.makedirs(target, exist_ok=True)
+        path = os.path.join(target, name)
+        tmp = f"{path}.partial"
+        with open(tmp, "wb") as f:
             f.write(data)
+        os.replace(tmp, path)
         return path
 
 

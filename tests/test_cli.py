@@ -63,6 +63,47 @@ def test_cli_pipeline_and_clear_errors(tiny_model_dir, tmp_path, capsys):
                  "--superclass", "toy", "--out", str(tmp_path / "y.safetensors")]) == 2
     assert "model_path: no model folder" in capsys.readouterr().err
     assert not (tmp_path / "x.webp").exists() and not (tmp_path / "y.safetensors").exists()
+    # flags checked before any model loads or any training starts
+    sample = ["sample", "--model", str(tiny_model_dir), "--subject", str(sub), "--prompt", "A <toy>"]
+    for flags, message in [
+        (["--fps", "0", "--out", str(tmp_path / "x.webp")], "--fps: expected a positive frame rate, got 0.0"),
+        (["--out", str(tmp_path / "x.mp4")], "--out: expected a .webp or .gif file"),
+        (["--device", "gpu7", "--out", str(tmp_path / "x.webp")], "device: 'gpu7' is not a device"),
+    ]:
+        assert main([*sample, *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["fuse", "--model", str(tiny_model_dir), "--subject", str(sub), "--subject", str(sub),
+                 "--out", str(tmp_path / "pair.webp")]) == 2
+    assert "--out: expected a .safetensors file" in capsys.readouterr().err
+    (imgs / "broken.png").write_bytes(b"not a png")
+    assert main(["train-subject", *common, "--images", str(imgs), "--token", "<t2>", "--superclass", "toy",
+                 "--out", str(tmp_path / "y.safetensors")]) == 2
+    assert "--images: '" in (err := capsys.readouterr().err) and "broken.png' is not a readable image" in err
+    assert not list(tmp_path.glob("x.*")) and not (tmp_path / "y.safetensors").exists()
+
+
+def _model_with(settings: dict):
+    """What the CLI reads of a loaded model to fill its defaults (``model.default``)."""
+    return type("M", (), {"default": staticmethod(lambda name, fallback: settings.get(name, fallback))})()
+
+
+def test_cli_sampling_defaults_come_from_the_model():
+    from videomage_core.cli import _or_model, _size_for
+    from videomage_core.model import read_model_settings
+    from videomage_core.pretrained import shapesworld_model_dir
+
+    builtin_model = _model_with(read_model_settings(shapesworld_model_dir()))
+
+    flags = ["sample", "--model", "m", "--subject", "s", "--prompt", "p", "--out", "o.webp"]
+    args = build_parser().parse_args(flags)
+    assert (args.size, args.frames, args.steps, args.cfg, args.alpha) == (None,) * 5
+    assert _size_for(args, builtin_model) == (32, 32)  # the built-in model's videomage.json
+    paper = [("frames", 24), ("steps", 50), ("cfg", 9.0)]
+    assert [_or_model(None, builtin_model, k, v) for k, v in paper] == [8, 30, 3.0]
+    assert _or_model(12, builtin_model, "frames", 24) == 12
+    assert _size_for(args, _model_with({})) == (576, 320)  # no videomage.json: the paper's
+    args = build_parser().parse_args([*flags, "--size", "64x48"])
+    assert _size_for(args, builtin_model) == (64, 48)
 
 
 def test_demo_runs_end_to_end_at_test_scale(tmp_path):
@@ -85,3 +126,12 @@ def test_demo_runs_end_to_end_at_test_scale(tmp_path):
     assert saved["inputs"]["reference_motion"] == "orbit"
     frames = load_video(out / "side_by_side.webp")  # reference | subjects | VideoMage | w/o SCS, 4x upscaled
     assert frames.shape[0] == 8 and frames.shape[2] > 4 * 4 * 32
+
+
+def test_tiny_model_never_writes_into_a_folder_in_use(tmp_path, capsys):
+    folder = tmp_path / "real_model"
+    (folder / "tokenizer").mkdir(parents=True)
+    (folder / "tokenizer" / "vocab.json").write_text("{}")
+    assert main(["tiny-model", str(folder)]) == 2
+    assert f"folder: '{folder}' exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in folder.rglob("*")] == ["tokenizer", "vocab.json"]

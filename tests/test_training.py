@@ -3,7 +3,7 @@ import torch
 
 from videomage_core.artifacts import apply_artifact
 from videomage_core.diffusion import add_noise, encode_prompts, encode_video, predict_noise
-from videomage_core.errors import NonFiniteLossError, TrainingCancelled
+from videomage_core.errors import NonFiniteLossError, TrainingCancelled, VideoMageInputError
 from videomage_core.fusion import FusionSettings, fuse_subjects
 from videomage_core.lora import adapters_active
 from videomage_core.losses import appearance_free_target
@@ -182,6 +182,40 @@ def test_resumed_run_equals_uninterrupted(model, tmp_path, loop):
         assert torch.equal(resumed.lora[key], value), key
     for tok, emb in full.tokens.items():
         assert torch.equal(resumed.tokens[tok], emb)
+
+
+@pytest.mark.parametrize("change", ["settings", "images"])
+def test_a_checkpoint_of_another_run_is_refused(model, tmp_path, change):
+    ckpt = tmp_path / "subject.ckpt.safetensors"
+    train_subject(model, _images(), _subject_settings(steps=4, lr_lora=1e-3), cache_dir=tmp_path,
+                  checkpoint_path=ckpt, stop_after=2)
+    before = ckpt.read_bytes()
+    settings = _subject_settings(steps=4, lr_lora=2e-3 if change == "settings" else 1e-3)
+    images = _images(seed=1 if change == "images" else 0)
+    with pytest.raises(VideoMageInputError, match=r"^checkpoint: .*another run"):
+        train_subject(model, images, settings, cache_dir=tmp_path, checkpoint_path=ckpt)
+    assert ckpt.read_bytes() == before, "a refused checkpoint is left as it was"
+    assert model.adapters == {}
+    # more steps continue the same run
+    longer = train_subject(model, _images(), _subject_settings(steps=5, lr_lora=1e-3), cache_dir=tmp_path,
+                           checkpoint_path=ckpt)
+    assert longer.train_args["resumed_from"] == 2 and len(longer.losses) == 5
+
+
+def test_a_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
+    ckpt = tmp_path / "toy.safetensors"
+    gen = torch.Generator().manual_seed(0)
+    p = torch.nn.Parameter(torch.zeros(3))
+    run_training("toy", 2, [ParamGroup("p", [p], 0.1)], lambda s: (((p - 1) ** 2).sum(), {}), gen,
+                 checkpoint_path=ckpt, stop_after=1)
+    q = torch.nn.Parameter(torch.zeros(4))
+    with pytest.raises(VideoMageInputError, match=r"^checkpoint: .*does not fit.*\(4,\)"):
+        run_training("toy", 2, [ParamGroup("p", [q], 0.1)], lambda s: (((q - 1) ** 2).sum(), {}), gen,
+                     checkpoint_path=ckpt)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(VideoMageInputError, match=r"^checkpoint: .*not a readable checkpoint"):
+        run_training("toy", 2, [ParamGroup("p", [q], 0.1)], lambda s: (((q - 1) ** 2).sum(), {}), gen,
+                     checkpoint_path=ckpt)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path):

@@ -28,7 +28,8 @@ def _model_args(p):
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=_size, default=(576, 320), help="WIDTHxHEIGHT, multiples of 8")
+    p.add_argument("--size", type=_size, help="WIDTHxHEIGHT, multiples of 8 (default: the model's own, "
+                   "videomage.json, else 576x320)")
 
 
 def _train_args(p, steps=300):
@@ -89,11 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motion", help="motion .safetensors (required for SCS)")
     p.add_argument("--prompt", required=True, help="prompt with the tokens, e.g. 'A <toy> rides a <dog>'")
     p.add_argument("--mode", default="scs", choices=["scs", "wo_scs"])
-    p.add_argument("--frames", type=int, default=24)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--cfg", type=float, default=9.0)
+    p.add_argument("--frames", type=int, help="default: the model's own, else 24 (the paper)")
+    p.add_argument("--steps", type=int, help="DDIM steps; default: the model's own, else 50 (the paper)")
+    p.add_argument("--cfg", type=float, help="default: the model's own, else 9.0 (the paper)")
     p.add_argument("--tau", type=int, default=15)
-    p.add_argument("--alpha", type=float, default=1e4)
+    p.add_argument("--alpha", type=float, help="SCS step size alpha_0; default: the model's scs_alpha, else "
+                   "1e4 (the paper)")
     p.add_argument("--beta-s", type=float, default=0.5)
     p.add_argument("--beta-m", type=float, default=0.5)
     p.add_argument("--noise-prior-beta", type=float, default=0.3)
@@ -107,6 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", help="model folder (default: the built-in ShapesWorld model)")
     return parser
+
+
+def _or_model(value, model, name: str, paper):
+    """A flag's value, else the model's own sampling default (videomage.json), else the paper's."""
+    return value if value is not None else type(paper)(model.default(name, paper))
+
+
+def _size_for(args, model) -> tuple[int, int]:
+    if args.size is not None:
+        return args.size
+    return _or_model(None, model, "width", 576), _or_model(None, model, "height", 320)
+
+
+def check_output(args) -> None:
+    """Flags checked before a model loads, so that a typo costs no training or sampling time."""
+    from .errors import require
+
+    if args.command == "sample":
+        require(args.fps > 0, "--fps", f"expected a positive frame rate, got {args.fps}")
+        require(str(args.out).lower().endswith((".webp", ".gif")), "--out",
+                f"expected a .webp or .gif file, got '{args.out}'")
+    else:
+        require(str(args.out).lower().endswith(".safetensors"), "--out",
+                f"expected a .safetensors file, got '{args.out}'")
 
 
 def _load(args):
@@ -130,7 +156,7 @@ def run(args) -> int:
                           callback=terminal_progress)
         print(f"wrote {args.out} ({report['timings']['total']:.1f} s)")
         return 0
-    width, height = args.size
+    check_output(args)
     if args.command == "train-subject":
         from .data import load_image_files
         from .subject import SubjectSettings, train_subject
@@ -138,6 +164,7 @@ def run(args) -> int:
 
         images, masks = load_image_files(args.images, "--images")
         model = _load(args)
+        width, height = _size_for(args, model)
         aux = [(load_video(v, "--aux-video"), c) for v, c in (args.aux_video or [])]
         settings = SubjectSettings(token=args.token, superclass=args.superclass, steps=args.steps,
                                    rank=args.rank, lr_lora=args.lr_lora, lr_token=args.lr_token,
@@ -157,6 +184,7 @@ def run(args) -> int:
             m_imgs, alpha = load_image_files(args.masks, "--masks")
             masks = alpha if alpha is not None else m_imgs.mean(-1)
         model = _load(args)
+        width, height = _size_for(args, model)
         settings = MotionSettings(motion_prompt=args.prompt,
                                   reference_words=tuple(w.strip() for w in args.subjects.split(",")),
                                   omega=args.omega, steps=args.steps, inversion_steps=args.inversion_steps,
@@ -170,6 +198,7 @@ def run(args) -> int:
 
         subjects = [artifacts.load_artifact(p, "subject", "--subject") for p in args.subject]
         model = _load(args)
+        width, height = _size_for(args, model)
         settings = FusionSettings(steps=args.steps, lambda2=args.lambda2, lr_lora=args.lr_lora,
                                   seed=args.seed, frames=args.frames, height=height, width=width,
                                   generation_steps=args.generation_steps,
@@ -184,8 +213,10 @@ def run(args) -> int:
         subject = artifacts.load_artifact(args.subject, "subject", "--subject")
         motion = artifacts.load_artifact(args.motion, "motion", "--motion") if args.motion else None
         model = _load(args)
-        settings = SampleSettings(frames=args.frames, height=height, width=width, steps=args.steps,
-                                  cfg=args.cfg, seed=args.seed)
+        width, height = _size_for(args, model)
+        settings = SampleSettings(frames=_or_model(args.frames, model, "frames", 24), height=height,
+                                  width=width, steps=_or_model(args.steps, model, "steps", 50),
+                                  cfg=_or_model(args.cfg, model, "cfg", 9.0), seed=args.seed)
         scs = SCSSettings(tau=args.tau, alpha0=args.alpha, beta_s=args.beta_s, beta_m=args.beta_m)
         frames = generate_video(model, subject, motion, args.prompt, settings, mode=args.mode, scs=scs,
                                 noise_prior_beta=args.noise_prior_beta, callback=terminal_progress)

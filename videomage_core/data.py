@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import require
+from .errors import VideoMageInputError, require
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -113,7 +113,7 @@ def load_image_files(paths, input_name: str = "images") -> tuple[torch.Tensor, t
             im = Image.open(f)
             im.load()
         except Exception as exc:  # PIL raises many kinds
-            raise ValueError(f"{input_name}: '{f}' is not a readable image ({exc})") from exc
+            raise VideoMageInputError(input_name, f"'{f}' is not a readable image ({exc})") from exc
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
         if size is None:
             size = rgba.shape[:2]

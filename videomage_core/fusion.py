@@ -26,7 +26,7 @@ from .lora import (adapters_active, average_of_deltas, delete_lora, load_lora_st
 from .losses import attention_mask_loss, attention_objective, fusion_loss, normalize_map
 from .sampling import SampleSettings, ddim_sample
 from .tokens import word_positions
-from .training import ParamGroup, run_training
+from .training import ParamGroup, run_key, run_training
 
 
 @dataclass
@@ -44,7 +44,7 @@ class FusionSettings:
     height: int = 320
     width: int = 576
     generation_steps: int = 25
-    cfg: float = 9.0
+    cfg: float | None = None  # None: the model's sampling cfg (videomage.json), else 9.0 (the paper's)
     subject_prompt: str | None = None  # None: the model's ``subject_video_prompt``, else SUBJECT_PROMPT
     background_prompt: str | None = None  # None: the model's ``background_prompt``, else BACKGROUND_PROMPT
     mask_threshold: float = 0.5
@@ -57,9 +57,10 @@ BACKGROUND_PROMPT = "an empty background"
 
 
 def resolve_prompts(model, settings: FusionSettings) -> FusionSettings:
-    """Fill the prompts and attention levels left to the model (its ``videomage.json``) or to
-    ZeroScope's defaults."""
+    """Fill the prompts, attention levels and generation cfg left to the model (its ``videomage.json``)
+    or to ZeroScope's defaults."""
     return replace(settings,
+                   cfg=float(model.default("cfg", 9.0)) if settings.cfg is None else settings.cfg,
                    levels=tuple(settings.levels or model.attention_levels),
                    subject_prompt=settings.subject_prompt or model.default("subject_video_prompt", SUBJECT_PROMPT),
                    background_prompt=settings.background_prompt if settings.background_prompt is not None
@@ -247,8 +248,13 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
             total = attention_objective(l_fusion, l_attn.detach(), settings.lambda2)
             return total, {"L_fusion": l_fusion, "L_attn": l_attn.detach()}
 
+        inputs = {f"subjects.{n}.{k}": v for n, a in enumerate(subjects)
+                  for k, v in {**a.lora, **a.tokens}.items()}
+        inputs.update({f"subject_images.{n}.{j}": t for n, pair in enumerate(subject_images or [])
+                       for j, t in enumerate(pair)})
         result = run_training("fusion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
-                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after)
+                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after,
+                              run=run_key(model, settings, inputs))
         superclasses = {t: w for a in subjects for t, w in a.superclasses.items()}
         artifact = LoraArtifact(
             kind="subject", scope="spatial", rank=rank, alpha=float(rank), lora=lora_state_dict(model, "fused"),

@@ -116,6 +116,24 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def check_device(device: str | torch.device, input_name: str = "device") -> torch.device:
+    """``device`` as a torch device this machine has (cpu, cuda, cuda:1, mps), else a clear error."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise VideoMageInputError(input_name, f"'{device}' is not a device (expected cpu, cuda, cuda:1, "
+                                  "mps, ...)") from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        require(count > 0, input_name, f"'{device}' was asked for but this machine (or this torch build) "
+                "has no CUDA device; use cpu")
+        require(dev.index is None or dev.index < count, input_name,
+                f"'{device}': there are only {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    if dev.type == "mps":
+        require(torch.backends.mps.is_available(), input_name, f"'{device}' is not available on this machine")
+    return dev
+
+
 def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "fp32",
                device: str | torch.device = "cpu") -> VideoMageModel:
     """Load unet, vae, text_encoder, tokenizer and scheduler from a local diffusers folder.
@@ -128,7 +146,7 @@ def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "fp32",
 
     folder = check_model_folder(path)
     torch_dtype = resolve_dtype(dtype)
-    device = torch.device(device)
+    device = check_device(device)
     try:
         unet = UNet3DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch_dtype,
                                                     local_files_only=True)

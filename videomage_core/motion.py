@@ -20,7 +20,7 @@ from .errors import require
 from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
 from .losses import appearance_free_target, motion_loss, subject_loss
 from .tokens import add_token, get_token_embedding, token_parameters
-from .training import ParamGroup, run_training
+from .training import ParamGroup, run_key, run_training
 
 APPEARANCE_TEMPLATE = "A static video of {subjects}."
 
@@ -98,6 +98,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     clip, _ = fit_to_size(frames, settings.height, settings.width)
     x_video = encode_video(model, clip)
     gen = torch.Generator().manual_seed(int(settings.seed))
+    run = run_key(model, settings, {"video": video, "masks": masks})
 
     # Step 1: textual inversion of the reference subjects on one frame.
     tokens = reference_tokens(video, words, settings.seed)
@@ -120,7 +121,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             ti = run_training("motion_inversion", settings.inversion_steps,
                               [ParamGroup("token", token_parameters(model, tokens), settings.lr_token)],
                               ti_step, gen, callback, cancel,
-                              checkpoint_path and f"{checkpoint_path}.inversion")
+                              checkpoint_path and f"{checkpoint_path}.inversion", run=run)
         ti_losses = ti.losses
 
     # Step 2: the temporal LoRA with the appearance-free target.
@@ -149,7 +150,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
 
         params = trainable_lora_parameters(model, adapter)
         result = run_training("motion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
-                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after)
+                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run)
         artifact = LoraArtifact(
             kind="motion", scope="temporal", rank=settings.rank, alpha=model.adapters[adapter]["alpha"],
             lora=lora_state_dict(model, adapter),

@@ -1,7 +1,7 @@
 """Subject learning (``method.md`` section 1): token + spatial LoRA with ``L_sub + lambda1 L_reg``."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -15,7 +15,7 @@ from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, tr
 from .losses import regularization_loss, subject_loss, subject_objective
 from .sampling import SampleSettings, ddim_sample
 from .tokens import add_token, check_new_token, get_token_embedding, token_parameters
-from .training import ParamGroup, run_training
+from .training import ParamGroup, run_key, run_training
 
 PRIOR_CAPTIONS = ("a video of a {s}", "a {s} moving", "a {s} in a scene", "a close-up video of a {s}")
 
@@ -39,7 +39,7 @@ class SubjectSettings:
     prior_videos: int = 4
     prior_frames: int = 8
     prior_steps: int = 25
-    prior_cfg: float = 9.0
+    prior_cfg: float | None = None  # None: the model's sampling cfg (videomage.json), else 9.0 (the paper's)
     prior_captions: tuple | None = None  # None: the model's ``prior_captions``, else PRIOR_CAPTIONS
     gradient_checkpointing: bool = False
 
@@ -87,6 +87,8 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
     masks = check_masks(masks, images, "masks")
     check_size(settings.width, settings.height)
     check_new_token(model, settings.token, "token")
+    if settings.prior_cfg is None:
+        settings = replace(settings, prior_cfg=float(model.default("cfg", 9.0)))
     require(bool(settings.superclass and settings.superclass.strip()), "superclass",
             "a superclass word is required (e.g. 'dog' for '<my_dog>')")
     require(settings.steps >= 1, "steps", f"expected at least 1 step, got {settings.steps}")
@@ -101,6 +103,8 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
                            settings.height, settings.width, settings.prior_steps, settings.prior_cfg,
                            settings.seed, cache_dir, cancel=cancel, templates=settings.prior_captions)
     aux_text = encode_prompts(model, [c for _, c in aux])
+    run = run_key(model, settings, {"images": images, "masks": masks,
+                                    **{f"aux.{i}": x for i, (x, _) in enumerate(aux)}})
 
     add_token(model, settings.token, init_word=settings.superclass)
     adapter = f"train_subject_{settings.token}"
@@ -131,7 +135,7 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
                 return total, {"L_sub": l_sub.detach(), "L_reg": l_reg.detach()}
 
             result = run_training("subject", settings.steps, groups, step_fn, gen, callback, cancel,
-                                  checkpoint_path, stop_after=stop_after)
+                                  checkpoint_path, stop_after=stop_after, run=run)
         state = lora_state_dict(model, adapter)
         scaling_alpha = model.adapters[adapter]["alpha"]
         artifact = LoraArtifact(

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import require
+
 # Words a tiny tokenizer knows as whole words; anything else falls back to characters.
 TINY_WORDS = tuple((
     "a an the of and or with in on at to is are rides riding ride runs running walks walking jumps "
@@ -81,8 +83,11 @@ def save_diffusers_folder(folder: str | os.PathLike, unet, vae, text_encoder, sc
 
 
 def build_tiny_model(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """Build and save a tiny random ZeroScope-layout model; returns the folder."""
+    """Build and save a tiny random ZeroScope-layout model into a new or empty folder; returns it."""
     folder = Path(folder)
+    require(not folder.exists() or (folder.is_dir() and not any(folder.iterdir())), "folder",
+            f"'{folder}' exists and is not empty; the tiny model goes into a new or empty folder (it "
+            "would overwrite a model there)")
     with tempfile.TemporaryDirectory() as tdir:
         build_tiny_tokenizer(tdir)
         from transformers import CLIPTokenizer

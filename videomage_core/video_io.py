@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .data import IMAGE_SUFFIXES, load_image_files
-from .errors import require
+from .errors import VideoMageInputError, require
 
 
 def load_video(path: str | os.PathLike, input_name: str = "video") -> torch.Tensor:
@@ -28,7 +28,7 @@ def load_video(path: str | os.PathLike, input_name: str = "video") -> torch.Tens
         with Image.open(p) as im:
             frames = [np.asarray(f.convert("RGB"), dtype=np.float32) / 255 for f in ImageSequence.Iterator(im)]
     except Exception as exc:
-        raise ValueError(f"{input_name}: '{p}' is not a readable animation ({exc})") from exc
+        raise VideoMageInputError(input_name, f"'{p}' is not a readable animation ({exc})") from exc
     return torch.from_numpy(np.stack(frames))
 
 
