@@ -10,20 +10,40 @@ from bench import quality as Q
 from bench.markdown import write_section
 
 
-def test_stat_and_paired_differences():
+def test_stat_and_paired_differences_tested_on_cells():
     s = Q.stat([1.0, 0.0, None, 1.0, 0.0])
     assert s["n"] == 4 and s["mean"] == 0.5 and s["ci95"] == pytest.approx(1.96 * 0.57735 / 2, abs=1e-3)
     assert Q.stat([None])["mean"] is None and Q.stat([0.3])["ci95"] is None
-    d = Q.paired([1.0, 1.0, None, 0.5], [0.0, 0.5, 1.0, None])
-    assert d["n"] == 2 and d["mean"] == 0.75
+    # keys (pair, motion, seed); a None on either side drops that video
+    a = {(0, "orbit", 0): 1.0, (0, "orbit", 1): 1.0, (0, "swap", 0): None, (1, "orbit", 0): 0.5,
+         (1, "swap", 0): 0.9, (1, "swap", 1): 0.7}
+    b = {(0, "orbit", 0): 0.0, (0, "orbit", 1): 0.5, (0, "swap", 0): 1.0, (1, "orbit", 0): 0.5,
+         (1, "swap", 0): 0.4, (1, "swap", 1): 0.6}
+    d = Q.claim(a, b)
+    assert d["n"] == 5 and d["mean"] == pytest.approx((1 + 0.5 + 0 + 0.5 + 0.1) / 5)
+    cells = [0.75, 0.0, 0.3]  # (0, orbit), (1, orbit), (1, swap)
+    assert d["cells"] == 3 and d["cell_mean"] == pytest.approx(sum(cells) / 3, abs=1e-4)
+    sd = (sum((c - sum(cells) / 3) ** 2 for c in cells) / 2) ** 0.5
+    assert d["cell_ci95"] == pytest.approx(4.303 * sd / 3 ** 0.5, abs=1e-4)  # t with 2 degrees of freedom
+    assert not d["supported"]  # 0.35 +- 0.94
+    assert Q.t975(11) == 2.201 and abs(Q.t975(60) - 2.000) < 0.002
+
+
+def test_seeds_of_one_cell_are_not_independent_evidence():
+    """Many seeds of one (pair, motion) cell: the per-video interval excludes 0, the claim is not supported."""
+    a = {(0, "orbit", s): 0.5 + 0.01 * s for s in range(20)}
+    b = {k: 0.0 for k in a}
+    d = Q.claim(a, b)
+    assert d["mean"] - d["ci95"] > 0 and d["cells"] == 1 and d["cell_ci95"] is None and not d["supported"]
 
 
 def _records(videomage_leak, wo_leak):
     recs = []
-    for k in range(6):
+    for k in range(6):  # six (pair, motion) cells of one seed each
         for name in Q.METHODS:
             leak = wo_leak if name == "wo_lmot" else videomage_leak
-            recs.append({"method": name, "pair": 0, "motion": "orbit", "seed": k, "subject_fidelity": 0.5,
+            motion = ("orbit", "swap", "jump_over")[k % 3]
+            recs.append({"method": name, "pair": k // 3, "motion": motion, "seed": 0, "subject_fidelity": 0.5,
                          "motion_fidelity": 0.5, "leakage": leak + 0.01 * k, "binding": 0.5,
                          "temporal_consistency": 1.0, "interaction": 0.0, "failed": 0})
     return recs
