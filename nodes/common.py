@@ -336,11 +336,17 @@ def checkpoint_step(path: Path) -> int:
         return 0
 
 
-def train_or_load(kind: str, key: str, prefix: str, train):
+def train_or_load(kind: str, key: str, prefix: str, train, model=None):
     """Load the artifact saved for this request fingerprint, or train and save it.
 
-    Returns ``(artifact, path, status)``; ``status`` is a sentence for the UI."""
+    What is trained on the built-in model is saved under ``shapesworld_builtin/``, so that the
+    sample workflows' files (``videomage/<name>_00001_``, trained on ZeroScope) are never the quick
+    start's. Returns ``(artifact, path, status)``; ``status`` is a sentence for the UI."""
     from videomage_core.artifacts import load_artifact
+    from videomage_core.pretrained import BUILTIN_NAME, is_builtin
+
+    if model is not None and is_builtin(model):
+        prefix = f"{BUILTIN_NAME}/{prefix}"
 
     saved = find_saved(key)
     if saved is not None:

@@ -215,7 +215,7 @@ class VideoMageFuseSubjects:
             return art
 
         tokens = "+".join(safe_name(t) for s in subjects for t in s.tokens)
-        art, path, status = train_or_load("fusion", key, f"fused_{tokens}"[:80], do_train)
+        art, path, status = train_or_load("fusion", key, f"fused_{tokens}"[:80], do_train, model)
         parts = live["callback"].parts.get("fusion") if live else None
         curve = loss_image(art, f"Fuse {', '.join(art.tokens)}: {len(art.losses)} steps", status, parts)
         preview = None

@@ -90,8 +90,8 @@ class VideoMageCollaborativeSampler:
                     0.0,
                     1e8,
                     1.0,
-                    "Guidance step size alpha_0, decaying to half by the end (the paper: 1e4 for ZeroScope; "
-                    "the built-in shapesworld_builtin needs 10: 1e4 saturates it).",
+                    "Guidance step size alpha_0; alpha_t = alpha_0 * sqrt(1 -> 0.5) over the steps (the "
+                    "paper: 1e4 for ZeroScope; the built-in shapesworld_builtin needs 10: 1e4 saturates it).",
                 ),
                 "beta_s": FLOAT(
                     0.5, 0.0, 1.0, 0.01, "Weight of the subject branch's noise (the paper: 0.5)."

@@ -202,7 +202,7 @@ class VideoMageTrainMotion:
             return run_engine(fn, "Train Motion", {"motion_inversion": inversion_steps, "motion": steps})
 
         prefix = "motion_" + safe_name("-".join(words), "motion")
-        art, path, status = train_or_load("motion", key, prefix, do_train)
+        art, path, status = train_or_load("motion", key, prefix, do_train, model)
         parts = live["callback"].parts.get("motion") if live else None
         if art.info.get("whole_frame_inversion"):
             status += "; no masks: each reference token learned the whole frame"

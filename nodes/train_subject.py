@@ -222,7 +222,8 @@ class VideoMageTrainSubject:
 
             return run_engine(fn, f"Train Subject {settings.token}", {"subject": steps})
 
-        art, path, status = train_or_load("subject", key, f"subject_{safe_name(settings.token)}", do_train)
+        art, path, status = train_or_load("subject", key, f"subject_{safe_name(settings.token)}", do_train,
+                                           model)
         parts = live["callback"].parts.get("subject") if live else None
         curve = loss_image(art, f"Train Subject {settings.token}: {len(art.losses)} steps", status, parts)
         info = f"{art!r}\n{status}\nfile: {display_path(path)}"

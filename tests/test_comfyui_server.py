@@ -267,7 +267,8 @@ def test_every_workflow_runs(server, work):
                 assert any(e["type"] == "progress" for e in events), f"{stem}: no progress events"
     print("workflow seconds:", timings)
     names = artifact_files(work)
-    assert "fused_red_star+green_ring_00001_.safetensors" in names
+    assert "fused_red_star+green_ring_00001_.safetensors" in names  # the full pipeline's (ZeroScope stand-in)
+    assert "shapesworld_builtin/fused_red_star+green_ring_00001_.safetensors" in names  # the quick start's
     assert (
         "my_subjects/red_star_00001_.safetensors" in names and "my_motions/chase_00001_.safetensors" in names
     )

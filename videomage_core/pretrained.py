@@ -24,6 +24,12 @@ def shapesworld_model_dir() -> Path:
     return SHAPESWORLD_DIR
 
 
+def is_builtin(model) -> bool:
+    """Whether a loaded model is the built-in one (its artifacts are kept apart from real models')."""
+    path = getattr(model, "path", None)
+    return path is not None and Path(path).resolve() == Path(SHAPESWORLD_DIR).resolve()
+
+
 def builtin_model_folders() -> dict[str, Path]:
     """Name -> folder of every built-in model present (what the Load Model node offers)."""
     return {BUILTIN_NAME: SHAPESWORLD_DIR} if (SHAPESWORLD_DIR / "model_index.json").is_file() else {}
