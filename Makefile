@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# where torch comes from: the default index, or e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu for
+# the CPU-only wheel on a Linux machine without a GPU (PyPI's Linux torch brings the CUDA libraries)
+TORCH_INDEX ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install test demo bench quality workflows test-comfyui clean
@@ -13,7 +16,7 @@ install: $(STAMP)
 # on CPU machines); torchvision is deliberately absent.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch
 	$(PY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
