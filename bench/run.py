@@ -132,7 +132,9 @@ def run_small(model_dir: Path, device: torch.device, repeats: int, size: int, fr
 
 def write_results(results: dict, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(results, indent=2))
+    tmp = folder / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(folder / "results.json")
     lines = ["# Benchmarks", "", f"Written by `make bench` (videomage_core {results['version']}), "
              f"{results['date']}, on {results['machine']}.", "",
              "Each ratio: both cases timed alternately in one run, ratio of the medians (lower is better).", "",
@@ -153,7 +155,10 @@ def write_results(results: dict, folder: Path) -> None:
               "without; plain = our DDIM+CFG sampler / diffusers' TextToVideoSDPipeline; SCS = Algorithm 1 / "
               "plain CFG DDIM with both LoRAs (w/o SCS); subject = one subject step / a plain LoRA step on "
               "its image batch plus one on its regularization batch; motion = one appearance-agnostic step "
-              "(omega 0.5) / a plain temporal LoRA step (omega 0).", ""]
+              "(omega 0.5) / a plain temporal LoRA step (omega 0).", "",
+              "Peak MiB: on a GPU the allocator's peak above the start of the block; on a CPU the growth of "
+              "the process's resident memory, sampled while the block runs, so 0.0 means the block reused "
+              "memory the process already held from earlier repeats, not that it needs none.", ""]
     full = results.get("full_size")
     lines.append("## ZeroScope size (random weights)")
     if not full or "skipped" in full:
