@@ -293,8 +293,9 @@ def summarize(records: list[dict]) -> tuple[dict, dict]:
     def col(measure):
         return lambda r: r[measure]
 
-    def overall(r):  # one number per video: the mean of the four "higher is better" views
-        return None if r["leakage"] is None else \
+    def overall(r):  # one number per video: the mean of the four "higher is better" views; a failed
+        # video (fewer than two objects) is a failure here as in the method means: 0
+        return 0.0 if r["failed"] else \
             float(np.mean([r["subject_fidelity"], r["motion_fidelity"], r["binding"], 1 - r["leakage"]]))
 
     claims = {
@@ -353,6 +354,9 @@ def markdown(result: dict) -> str:
         m = result["methods"][name]
         L.append(f"| {name} | " + " | ".join(_fmt(m[k]) for k in (*TABLE_MEASURES, "interaction"))
                  + f" | {m['failed']} |")
+    L += ["", ("A failed video (fewer than two objects detected) scores 0 on every measure, and on the overall "
+               "score of the baseline claim below, except leakage, which leaves it out (a 0 there would reward "
+               "the failure).")]
     L += ["", "### The paper's claims (paired differences over the same videos)", "",
           "| claim | per video (n) | per (pair, motion) cell | supported |", "|---|---|---|---|"]
     for k, v in result["claims"].items():
