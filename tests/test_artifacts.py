@@ -81,3 +81,16 @@ def test_bad_files_give_clear_errors(model, tmp_path):
         load_artifact(tmp_path / "missing.safetensors")
     with pytest.raises(IncompatibleArtifactError, match="expected a motion"):
         load_artifact(path, "motion")
+    # a VideoMage header that is damaged, or a token tensor that is missing
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for name, bad_meta, bad_tensors in [
+        ("json", {**meta, "videomage": "{not json"}, tensors),
+        ("kind", {**meta, "videomage": json.dumps({"tokens": []})}, tensors),
+        ("token", meta, {k: v for k, v in tensors.items() if not k.startswith("text_encoder.token")}),
+    ]:
+        save_file(bad_tensors, str(tmp_path / f"{name}.safetensors"), metadata=bad_meta)
+        with pytest.raises(IncompatibleArtifactError, match=r"^artifact: .*damaged VideoMage metadata"):
+            load_artifact(tmp_path / f"{name}.safetensors")

@@ -109,18 +109,25 @@ def load_artifact(path: str | os.PathLike, expected_kind: str | None = None,
     if "videomage" not in meta:
         raise IncompatibleArtifactError(f"{input_name}: '{path.name}' is a safetensors file but not a "
                                         "VideoMage subject/motion file (no 'videomage' metadata)")
-    info = json.loads(meta["videomage"])
-    if expected_kind and info["kind"] != expected_kind:
-        raise IncompatibleArtifactError(f"{input_name}: '{path.name}' holds a {info['kind']}, "
-                                        f"expected a {expected_kind}")
-    lora = {k[len("unet."):]: v for k, v in tensors.items() if k.startswith("unet.")}
-    tokens = {tok: tensors[f"text_encoder.token.{i}"] for i, tok in enumerate(info["tokens"])}
-    return LoraArtifact(kind=info["kind"], scope=info["scope"], rank=int(info["rank"]),
-                        alpha=float(info["alpha"]), lora=lora, tokens=tokens,
-                        superclasses=dict(info["superclasses"]),
-                        base_fingerprint=info["base_fingerprint"], train_args=info["train_args"],
-                        losses=list(info["losses"]), info=info.get("info", {}),
-                        reference_latents=tensors.get("reference.latents"), version=info["version"])
+    try:
+        info = json.loads(meta["videomage"])
+        kind = info["kind"]
+        if expected_kind and kind != expected_kind:
+            raise IncompatibleArtifactError(f"{input_name}: '{path.name}' holds a {kind}, "
+                                            f"expected a {expected_kind}")
+        lora = {k[len("unet."):]: v for k, v in tensors.items() if k.startswith("unet.")}
+        tokens = {tok: tensors[f"text_encoder.token.{i}"] for i, tok in enumerate(info["tokens"])}
+        return LoraArtifact(kind=kind, scope=info["scope"], rank=int(info["rank"]),
+                            alpha=float(info["alpha"]), lora=lora, tokens=tokens,
+                            superclasses=dict(info["superclasses"]),
+                            base_fingerprint=info["base_fingerprint"], train_args=info["train_args"],
+                            losses=list(info["losses"]), info=info.get("info", {}),
+                            reference_latents=tensors.get("reference.latents"), version=info["version"])
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        if isinstance(exc, IncompatibleArtifactError):
+            raise
+        raise IncompatibleArtifactError(f"{input_name}: '{path.name}' has damaged VideoMage metadata or "
+                                        f"misses a tensor ({type(exc).__name__}: {exc})") from exc
 
 
 def check_compatible(model, artifact: LoraArtifact, input_name: str = "artifact") -> None:
