@@ -22,7 +22,9 @@ generator and exact measures (:mod:`videomage_core.shapesworld.customization`):
   differences excludes 0 on the claimed side (a cell's seeds share its LoRAs; :func:`claim`).
 
 Trained artifacts, the customization measures and each measured (pair, motion, seed) cell are cached
-in ``--out`` (a re-run resumes; a run with more ``--seeds`` measures only the new seeds). Writes
+in ``--out`` (a re-run resumes; a run with more ``--seeds`` measures only the new seeds; an edit of
+the measures re-measures). The cache keys hold the model, the recipe and the inputs, not the engine's
+code: after changing how the engine trains or samples, delete ``--out``. Writes
 ``bench/quality.json`` and the quality section of ``bench/RESULTS.md``.
 """
 
@@ -45,6 +47,8 @@ from videomage_core.shapesworld import customization as C
 from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS, SUPERCLASS, interaction_prompt
 
 METHODS = ("videomage", "wo_lmot", "wo_lattn", "wo_scs", "motiondirector_style")
+#: The code a cached cell's numbers come from (the detectors and how a video is scored).
+MEASURING_CODE = (Path(C.__file__).with_name("measures.py"), Path(C.__file__))
 SAMPLING_ONLY = ("alpha", "tau", "noise_prior_beta", "sample_steps")  # not in artifact digests
 MOTION_ROWS = ("motion_before", "motion_after", "motion_lora_only", "motion_prior_only")
 TABLE_MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency")
@@ -151,9 +155,11 @@ class Quality:
         return hashlib.sha256(key.encode()).hexdigest()[:8]
 
     def sampling_digest(self) -> str:
-        """Of everything one measured cell depends on: the artifacts and the whole recipe, sampling included
-        (measures are cached per (pair, motion, seed), so more seeds later measure only the new ones)."""
-        key = json.dumps([self.digest(), C.recipe_dict(self.recipe), METHODS])
+        """Of everything one measured cell depends on: the artifacts, the whole recipe, sampling included,
+        and the measuring code (measures are cached per (pair, motion, seed), so more seeds later measure
+        only the new ones, and an edited detector measures everything again)."""
+        measuring = hashlib.sha256(b"".join(p.read_bytes() for p in MEASURING_CODE)).hexdigest()[:12]
+        key = json.dumps([self.digest(), C.recipe_dict(self.recipe), METHODS, measuring])
         return hashlib.sha256(key.encode()).hexdigest()[:8]
 
     def _measured(self, name: str, measure) -> tuple[bool, object]:

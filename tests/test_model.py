@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from videomage_core.checkpointing import set_gradient_checkpointing
 from videomage_core.diffusion import encode_prompts, predict_noise
+from videomage_core.errors import VideoMageInputError
 from videomage_core.lora import inject_lora, trainable_lora_parameters
 from videomage_core.model import load_model
 from videomage_core.tokens import add_token, word_positions
@@ -62,3 +64,18 @@ def test_gradient_checkpointing_gives_identical_gradients(model):
     set_gradient_checkpointing(model.unet, False)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checked))
     assert "_vm_forward" not in model.unet.down_blocks[0].resnets[0].__dict__
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu7", "'gpu7' is not a device"),
+    ("cuda:99", "CUDA"),
+    ("cuda", "CUDA"),
+])
+def test_devices_this_machine_lacks_are_clear_errors(device, message):
+    from videomage_core.model import check_device
+
+    if device.startswith("cuda") and torch.cuda.is_available() and device == "cuda":
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(VideoMageInputError, match=r"^device: .*" + message):
+        check_device(device)
+    assert check_device("cpu") == torch.device("cpu")

@@ -112,3 +112,17 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
     assert "3 of 6 (pair, motion, seed) cells" in Q.markdown(again)
     assert len(list((tmp_path / "q" / "cells").glob("p0-*.json"))) == 6
     assert sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir()) == arts
+    # an edit of the measuring code changes every cell's key: they are measured again (the artifacts,
+    # keyed without it, are kept)
+    from videomage_core.model import load_model
+
+    model = load_model(shapesworld_model_dir())
+    recipe = Q.C.Recipe.for_model(model, **Q.SCALES["test"])
+    q = Q.Quality(model, recipe, tmp_path / "q", 1, 1, log=lambda s: None)
+    before = (q.digest(), q.sampling_digest())
+    cells = list((tmp_path / "q" / "cells").glob("*.json"))
+    assert len(cells) == 7 and all(p.stem.endswith(before[1]) for p in cells)  # 6 cells + customization
+    edited = tmp_path / "measures_edited.py"
+    edited.write_bytes(Q.MEASURING_CODE[0].read_bytes() + b"\n# a changed detector\n")
+    monkeypatch.setattr(Q, "MEASURING_CODE", (edited, *Q.MEASURING_CODE[1:]))
+    assert q.digest() == before[0] and q.sampling_digest() != before[1]
