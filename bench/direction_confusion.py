@@ -1,4 +1,4 @@
-"""What the built-in model draws for the held-out direction prompts: the detected direction of the main object.
+"""What the built-in model draws for the held-out direction prompts: the main object's detected direction.
 
     python -m bench.direction_confusion [--samples 20] [--model DIR]
 
@@ -26,7 +26,8 @@ def outcome(found: str, asked: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.direction_confusion", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.direction_confusion",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--model", help="model folder (default: the built-in ShapesWorld model)")
     a = p.parse_args(argv)

@@ -360,9 +360,9 @@ def markdown(result: dict) -> str:
         m = result["methods"][name]
         L.append(f"| {name} | " + " | ".join(_fmt(m[k]) for k in (*TABLE_MEASURES, "interaction"))
                  + f" | {m['failed']} |")
-    L += ["", ("A failed video (fewer than two objects detected) scores 0 on every measure, and on the overall "
-               "score of the baseline claim below, except leakage, which leaves it out (a 0 there would reward "
-               "the failure).")]
+    L += ["", ("A failed video (fewer than two objects detected) scores 0 on every measure, and on the "
+               "overall score of the baseline claim below, except leakage, which leaves it out (a 0 there "
+               "would reward the failure).")]
     L += ["", "### The paper's claims (paired differences over the same videos)", "",
           "| claim | per video (n) | per (pair, motion) cell | supported |", "|---|---|---|---|"]
     for k, v in result["claims"].items():

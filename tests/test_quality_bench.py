@@ -30,7 +30,7 @@ def test_stat_and_paired_differences_tested_on_cells():
 
 
 def test_seeds_of_one_cell_are_not_independent_evidence():
-    """Many seeds of one (pair, motion) cell: the per-video interval excludes 0, the claim is not supported."""
+    """Many seeds of one (pair, motion) cell: the per-video interval excludes 0, the claim is unsupported."""
     a = {(0, "orbit", s): 0.5 + 0.01 * s for s in range(20)}
     b = {k: 0.0 for k in a}
     d = Q.claim(a, b)

@@ -153,7 +153,8 @@ def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "fp32",
         vae_dtype = torch.float32 if torch_dtype == torch.float16 else torch_dtype
         vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=vae_dtype, local_files_only=True)
         # cast after loading: the keyword is ``torch_dtype`` before transformers 4.56 and ``dtype`` after
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True).to(torch_dtype)
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder",
+                                                     local_files_only=True).to(torch_dtype)
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
         scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
