@@ -131,10 +131,13 @@ class VideoMageLoadModel:
     def VALIDATE_INPUTS(cls, model_name, device):
         err = None
         if device == "cuda":
-            import torch
+            from videomage_core.errors import VideoMageInputError
+            from videomage_core.model import check_device
 
-            if not torch.cuda.is_available():
-                err = "device: 'cuda' was chosen but no CUDA device is available; choose auto or cpu"
+            try:
+                check_device(device)
+            except VideoMageInputError as exc:
+                err = f"{exc}; choose auto or cpu"
         return first_error(check_spec(cls, "device", device), model_error(model_name), err)
 
     def load(self, model_name, dtype, device):

@@ -123,9 +123,9 @@ def load_artifact(path: str | os.PathLike, expected_kind: str | None = None,
                             base_fingerprint=info["base_fingerprint"], train_args=info["train_args"],
                             losses=list(info["losses"]), info=info.get("info", {}),
                             reference_latents=tensors.get("reference.latents"), version=info["version"])
+    except IncompatibleArtifactError:  # the kind check above (a ValueError too)
+        raise
     except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
-        if isinstance(exc, IncompatibleArtifactError):
-            raise
         raise IncompatibleArtifactError(f"{input_name}: '{path.name}' has damaged VideoMage metadata or "
                                         f"misses a tensor ({type(exc).__name__}: {exc})") from exc
 

@@ -5,7 +5,8 @@ import argparse
 import sys
 import time
 
-from .errors import IncompatibleArtifactError, NonFiniteLossError, TrainingCancelled, VideoMageInputError
+from .errors import (IncompatibleArtifactError, NonFiniteLossError, TrainingCancelled, VideoMageInputError,
+                     require)
 
 
 def terminal_progress(info) -> None:
@@ -124,8 +125,6 @@ def _size_for(args, model) -> tuple[int, int]:
 
 def check_output(args) -> None:
     """Flags checked before a model loads, so that a typo costs no training or sampling time."""
-    from .errors import require
-
     if args.command == "sample":
         require(args.fps > 0, "--fps", f"expected a positive frame rate, got {args.fps}")
         require(str(args.out).lower().endswith((".webp", ".gif")), "--out",

@@ -248,13 +248,15 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
             total = attention_objective(l_fusion, l_attn.detach(), settings.lambda2)
             return total, {"L_fusion": l_fusion, "L_attn": l_attn.detach()}
 
-        inputs = {f"subjects.{n}.{k}": v for n, a in enumerate(subjects)
-                  for k, v in {**a.lora, **a.tokens}.items()}
-        inputs.update({f"subject_images.{n}.{j}": t for n, pair in enumerate(subject_images or [])
-                       for j, t in enumerate(pair)})
+        run = ""
+        if checkpoint_path:  # what the checkpoint belongs to (only hashed when there is one)
+            inputs = {f"subjects.{n}.{k}": v for n, a in enumerate(subjects)
+                      for k, v in {**a.lora, **a.tokens}.items()}
+            inputs.update({f"subject_images.{n}.{j}": t for n, pair in enumerate(subject_images or [])
+                           for j, t in enumerate(pair)})
+            run = run_key(model, settings, inputs)
         result = run_training("fusion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
-                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after,
-                              run=run_key(model, settings, inputs))
+                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run)
         superclasses = {t: w for a in subjects for t, w in a.superclasses.items()}
         artifact = LoraArtifact(
             kind="subject", scope="spatial", rank=rank, alpha=float(rank), lora=lora_state_dict(model, "fused"),

@@ -98,7 +98,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     clip, _ = fit_to_size(frames, settings.height, settings.width)
     x_video = encode_video(model, clip)
     gen = torch.Generator().manual_seed(int(settings.seed))
-    run = run_key(model, settings, {"video": video, "masks": masks})
+    run = run_key(model, settings, {"video": video, "masks": masks}) if checkpoint_path else ""
 
     # Step 1: textual inversion of the reference subjects on one frame.
     tokens = reference_tokens(video, words, settings.seed)

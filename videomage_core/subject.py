@@ -103,8 +103,8 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
                            settings.height, settings.width, settings.prior_steps, settings.prior_cfg,
                            settings.seed, cache_dir, cancel=cancel, templates=settings.prior_captions)
     aux_text = encode_prompts(model, [c for _, c in aux])
-    run = run_key(model, settings, {"images": images, "masks": masks,
-                                    **{f"aux.{i}": x for i, (x, _) in enumerate(aux)}})
+    aux_inputs = {f"aux.{i}": x for i, (x, _) in enumerate(aux)}
+    run = run_key(model, settings, {"images": images, "masks": masks, **aux_inputs}) if checkpoint_path else ""
 
     add_token(model, settings.token, init_word=settings.superclass)
     adapter = f"train_subject_{settings.token}"
