@@ -3,6 +3,7 @@ distinct-embedding arm, and a two-step fine-tune that leaves the built-in model 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -52,7 +53,8 @@ def _digest(folder) -> str:
     return h.hexdigest()
 
 
-def test_a_two_step_finetune_writes_its_report_and_keeps_the_builtin_model(tmp_path):
+def test_a_two_step_finetune_writes_its_report_and_keeps_the_builtin_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "sensitivity", functools.partial(P.sensitivity, seeds=(0,), timesteps=(600,)))
     src = shapesworld_model_dir()
     digest = _digest(src)
     with pytest.raises(SystemExit, match="outside the built-in model"):
@@ -61,6 +63,8 @@ def test_a_two_step_finetune_writes_its_report_and_keeps_the_builtin_model(tmp_p
     saved = json.loads((tmp_path / "probe" / "direction_probe.json").read_text())
     assert saved == json.loads(json.dumps(rep))
     assert rep["steps"] == 2 and rep["directions"]["videos"] == 7  # seven held-out direction prompts
+    assert set(rep["sensitivity_start"]) == set(rep["sensitivity_end"]) == set(P.SWAPS)
+    assert rep["sensitivity_start"]["direction"]["text_distance"] > 4  # the distinct arm's norm-1 rows
     assert 0 <= rep["directions"]["named_direction"] <= rep["directions"]["moved"] <= 7
     assert (tmp_path / "probe" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert _digest(src) == digest
