@@ -27,15 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.quality import write_json
+from bench.direction_confusion import DIRECTIONS, detected_directions
+from videomage_core.atomic import atomic_write_json
 from videomage_core.model import load_model
 from videomage_core.pretrained import shapesworld_model_dir
-from videomage_core.sampling import SampleSettings
-from videomage_core.shapesworld import measures as M
-from videomage_core.shapesworld.controllability import HELD_OUT_CELLS, sample_videos
 from videomage_core.shapesworld.pretrain import PRESETS, StepBatches, lr_at, step_seed
 
-DIRECTIONS = ("left", "right", "up", "down")
 SWAPS = {
     "direction": [("right", "left"), ("up", "down"), ("left", "up"), ("down", "right")],
     "colour": [("red", "blue"), ("green", "yellow"), ("blue", "green"), ("yellow", "red")],
@@ -79,20 +76,12 @@ def sensitivity(model, seeds=(0, 1, 2), timesteps=(900, 600, 300)) -> dict:
 
 
 def direction_tally(model, samples: int = 20, steps: int = 30) -> dict:
-    st = SampleSettings(frames=int(model.default("frames", 8)), height=int(model.default("height", 32)),
-                        width=int(model.default("width", 32)), steps=steps, cfg=3.0, seed=0)
-    cells = [c for c in HELD_OUT_CELLS if c.motion in DIRECTIONS]
-    asked = [c.motion for c in cells for _ in range(samples)]
-    videos = sample_videos(model, [c.prompt for c in cells for _ in range(samples)],
-                           list(range(samples)) * len(cells), st, batch=20)
-    named = moved = 0
-    total = len(videos)
-    for video, want in zip(videos, asked):
-        an = M.analyze(video, 1)
-        got = M.classify_direction(an.objects[0].trajectory(), an.size) if an.objects else "none"
-        moved += got in DIRECTIONS
-        named += got == want
-    return {"videos": total, "moved": moved, "named_direction": named, "named_share": round(named / total, 3)}
+    """How often the main object moves, and in the named direction, on the held-out direction prompts."""
+    found = [(cell.motion, got) for cell, got in detected_directions(model, samples, steps)]
+    named = sum(got == asked for asked, got in found)
+    moved = sum(got in DIRECTIONS for _, got in found)
+    return {"videos": len(found), "moved": moved, "named_direction": named,
+            "named_share": round(named / len(found), 3)}
 
 
 def distinct_direction_embeddings(text_encoder, tokenizer, seed: int = 0) -> None:
@@ -171,7 +160,7 @@ def finetune(out: Path, arm: str, steps: int, samples: int = 20, peak_lr: float 
     report = {"arm": arm, "steps": steps, "seconds": round(time.time() - t0),
               "loss_last_100": float(np.mean(losses[-100:])),
               "sensitivity_start": before, "sensitivity_end": after, "directions": tally}
-    write_json(out / "direction_probe.json", report, indent=1)
+    atomic_write_json(out / "direction_probe.json", report, indent=1)
     return report
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from videomage_core.atomic import atomic_write_text
+
 ORDER = ("speed", "quality")
 
 
@@ -21,6 +23,4 @@ def write_section(path: Path, name: str, text: str) -> None:
         sections["speed"] = f"<!-- speed:start -->\n{old.rstrip()}\n<!-- speed:end -->"  # a file from before
     sections[name] = f"{start}\n{text.rstrip()}\n{end}"
     body = "\n\n".join(sections[k] for k in ORDER if k in sections) + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(body)
-    tmp.replace(path)
+    atomic_write_text(path, body)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from bench.markdown import write_section
+from videomage_core.atomic import atomic_write_json
 from videomage_core.shapesworld import customization as C
 from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS, SUPERCLASS, interaction_prompt
 
@@ -104,13 +105,6 @@ def claim(a: dict, b: dict) -> dict:
 # --------------------------------------------------------------------------- the run
 
 
-def write_json(path: Path, obj, indent: int | None = None) -> None:
-    """Atomically: a reader (or a re-run after a kill) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=indent))
-    tmp.replace(path)
-
-
 def say(message: str) -> None:
     """Progress lines, flushed (a long run's log is readable while it runs, redirected or not)."""
     print(message, flush=True)
@@ -168,8 +162,7 @@ class Quality:
         if path.is_file():  # measured by an earlier run with the same artifacts and sampling
             return True, json.loads(path.read_text())
         result = measure()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, result)
+        atomic_write_json(path, result)
         return False, result
 
     def train(self) -> dict:
@@ -435,7 +428,7 @@ def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full",
     }
     if results is not None:
         results.mkdir(parents=True, exist_ok=True)
-        write_json(results / "quality.json", result, indent=1)
+        atomic_write_json(results / "quality.json", result, indent=1)
         write_section(results / "RESULTS.md", "quality", markdown(result))
         log(f"wrote {results / 'quality.json'} and the quality section of {results / 'RESULTS.md'}")
     return result

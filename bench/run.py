@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from videomage_core import __version__
+from videomage_core.atomic import atomic_write_json
 from bench.markdown import write_section
 
 GOALS = {
@@ -132,9 +132,7 @@ def run_small(model_dir: Path, device: torch.device, repeats: int, size: int, fr
 
 def write_results(results: dict, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(folder / "results.json")
+    atomic_write_json(folder / "results.json", results, indent=2)
     lines = ["# Benchmarks", "", f"Written by `make bench` (videomage_core {results['version']}), "
              f"{results['date']}, on {results['machine']}.", "",
              "Each ratio: both cases timed alternately in one run, ratio of the medians (lower is better).", "",

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +95,19 @@ def test_bad_files_give_clear_errors(model, tmp_path):
         save_file(bad_tensors, str(tmp_path / f"{name}.safetensors"), metadata=bad_meta)
         with pytest.raises(IncompatibleArtifactError, match=r"^artifact: .*damaged VideoMage metadata"):
             load_artifact(tmp_path / f"{name}.safetensors")
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from videomage_core.atomic import atomic_write, atomic_write_json
+
+    path = atomic_write_json(tmp_path / "sub" / "r.json", {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+
+    def half_then_fail(tmp):
+        Path(tmp).write_text('{"a": 2')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .data import IMAGE_SUFFIXES, load_image_files
 from .errors import VideoMageInputError, require
 
@@ -41,35 +41,16 @@ def _to_pil(frames: torch.Tensor):
 
 def save_animation(frames: torch.Tensor, path: str | os.PathLike, fps: float = 8.0) -> Path:
     """Write frames as an animated WEBP (or GIF by suffix), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = _to_pil(frames)
-    fmt = "GIF" if path.suffix.lower() == ".gif" else "WEBP"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        kwargs = {"lossless": True} if fmt == "WEBP" else {}
-        images[0].save(tmp, format=fmt, save_all=True, append_images=images[1:],
-                       duration=int(round(1000 / fps)), loop=0, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    fmt = "GIF" if Path(path).suffix.lower() == ".gif" else "WEBP"
+    kwargs = {"lossless": True} if fmt == "WEBP" else {}
+    kwargs.update(save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
+    return atomic_write(path, lambda tmp: images[0].save(tmp, format=fmt, **kwargs))
 
 
 def save_image(frame: torch.Tensor, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        _to_pil(frame[None])[0].save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    image = _to_pil(frame[None])[0]
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def side_by_side(videos: list[torch.Tensor], gap: int = 4) -> torch.Tensor:

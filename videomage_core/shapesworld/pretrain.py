@@ -119,6 +119,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_write_json
 from .controllability import (
     HELD_OUT_CELLS,
     ground_truth_clips,
@@ -468,12 +469,6 @@ def _batches(stage: str, cfg: PretrainConfig, start: int, stop: int, workers: in
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 class Checkpoints:
     """``DIR/state.json`` + one versioned sub-folder per stage (``t2v-0001200/``) of safetensors files,
     each at most one model's fp32 weights (params, Adam moments and EMA apart, so every file stays
@@ -490,8 +485,7 @@ class Checkpoints:
         return json.loads(self.state_path.read_text()) if self.exists() else {}
 
     def write_state(self, state: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_json(self.state_path, state)
+        atomic_write_json(self.state_path, state, indent=1)
 
     def save(self, state: dict, stage: str, step: int, groups: dict[str, dict[str, torch.Tensor]]) -> None:
         from ..artifacts import atomic_save_safetensors
