@@ -8,20 +8,46 @@ STAMP := $(VENV)/.installed
 TORCH_INDEX ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test demo bench quality workflows test-comfyui clean
+LATEST ?= .venv-latest
+LPY := $(LATEST)/bin/python
+
+.PHONY: install test test-latest lock demo bench quality workflows test-comfyui clean
 
 install: $(STAMP)
 
 # torch is pinned by constraints.txt for every install, so nothing upgrades it (or pulls CUDA builds
-# on CPU machines); torchvision is deliberately absent.
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+# on CPU machines); torchvision is deliberately absent. Everything else comes from the lock
+# (requirements-lock.txt), so `make test` and CI run on the releases the suite was last proven on;
+# requirements.txt keeps ranges for users installing into ComfyUI's own environment.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt requirements-lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch
-	$(PY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q -c constraints.txt -r requirements-lock.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
+
+# the same suite on the newest releases that requirements.txt admits (torch stays pinned: see above)
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LPY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch
+	$(LPY) -m pip install -q -U -c constraints.txt -r requirements.txt -r requirements-dev.txt
+	$(LPY) -m pip install -q --no-deps -e .
+	$(LPY) -m pip list --format=freeze | grep -iE '^(torch|diffusers|transformers|peft|tokenizers|safetensors|numpy|huggingface.hub|accelerate)=='
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(LPY) -m pytest -q
+
+# rewrite the lock from a fresh resolution of requirements.txt + requirements-dev.txt
+lock:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LPY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch
+	$(LPY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt
+	{ sed -n '1,2p' requirements-lock.txt; $(LPY) -m pip freeze --exclude-editable | grep -v '^torch=='; } > requirements-lock.txt.new
+	mv requirements-lock.txt.new requirements-lock.txt
 
 demo: $(STAMP)
 	$(PY) -m videomage_core demo --out outputs/demo
@@ -43,4 +69,4 @@ test-comfyui: $(STAMP)
 	$(PY) -m pytest -q tests/test_comfyui_server.py tests/test_comfyui_browser.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) $(LATEST) outputs .pytest_cache
