@@ -1,7 +1,8 @@
 """ZeroScope v2 576w at its real size with random weights (GPU only): seconds and peak memory.
 
 The UNet3D, VAE and CLIP text encoder use ZeroScope's configs (1.41 B UNet parameters); the tokenizer
-is the tiny one (ids fit the 49408-row table). Cases: one subject step, one motion step, one fusion
+is the tiny one (ids fit the 49408-row table): the estimator's fake twin has the same configs
+(``videomage_core.cost.zeroscope_twin``). Cases: one subject step, one motion step, one fusion
 step (each with and without gradient checkpointing), a plain 50-step sampling run and an SCS run
 (tau 15) at 24 x 320 x 576, then the estimated time of the whole customization.
 """
@@ -20,6 +21,7 @@ def zeroscope_model(device: torch.device, dtype: torch.dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    from videomage_core.cost import ZEROSCOPE_TEXT, ZEROSCOPE_VAE
     from videomage_core.model import VideoMageModel, model_fingerprint
     from videomage_core.tiny import build_tiny_tokenizer
 
@@ -28,11 +30,8 @@ def zeroscope_model(device: torch.device, dtype: torch.dtype):
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
     with torch.device(device):
         unet = UNet3DConditionModel()  # the defaults are ModelScope / ZeroScope's
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096,
-                                            num_hidden_layers=23, num_attention_heads=16, projection_dim=1024,
-                                            hidden_act="gelu", bos_token_id=0, eos_token_id=1, pad_token_id=1))
+        vae = AutoencoderKL(**ZEROSCOPE_VAE)
+        text = CLIPTextModel(CLIPTextConfig(**ZEROSCOPE_TEXT))  # OpenCLIP-H's 49408 rows; tiny ids fit
     unet.to(dtype)
     text.to(dtype)
     for m in (unet, vae, text):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import statistics
 import tempfile
@@ -21,7 +22,7 @@ import torch
 
 from videomage_core import __version__
 from videomage_core.atomic import atomic_write_json
-from bench.markdown import write_section
+from bench.markdown import real_size_lines, write_section
 
 GOALS = {
     "scs_vs_plain_time_ratio": ("<=", 3.0, "stretch 2.7"),
@@ -130,6 +131,36 @@ def run_small(model_dir: Path, device: torch.device, repeats: int, size: int, fr
     return out
 
 
+def run_real_size(check_frames: int) -> dict:
+    """ZeroScope's real size without a GPU: the estimate table, the time per card, the CPU check."""
+    from .real_size import CARDS, FRACTION, customization_time, estimate_table, estimator_check
+
+    t0 = time.perf_counter()
+    print("real size (ZeroScope v2 576w, fake weights): estimating each stage", flush=True)
+    rows = estimate_table()
+    print("estimator check (real architecture, fp32, CPU)", flush=True)
+    check = estimator_check(frames=check_frames)
+    times = customization_time(rows)
+    return {"rows": rows, "customization": times, "check": check,
+            "cards": {k: {"bf16_dense_tflops": v[0] / 1e12, "memory_gb": v[1], "source": v[2]}
+                      for k, v in CARDS.items()},
+            "fraction_of_peak": FRACTION, "goals": real_size_goals(rows, times),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def real_size_goals(rows: list[dict], times: dict) -> dict:
+    """training <= 20 GB, SCS <= 24 GB (GiB here, the need with the pre-flight margin, bf16, with
+    checkpointing where it helps), whole customization <= 10 min on one H100."""
+    def best(stage):
+        return min(r["needs_gib"] for r in rows if r["stage"] == stage and r["dtype"] == "bfloat16")
+    training = max(best(s) for s in ("subject", "motion", "fusion"))
+    scs = max(best(s) for s in ("scs_guided", "scs_unguided", "vae_decode"))
+    h100 = times["H100 SXM"]["minutes"]
+    return {"training_le_20gb": {"value_gib": training, "met": training <= 20},
+            "scs_le_24gb": {"value_gib": scs, "met": scs <= 24},
+            "customization_le_10min_h100": {"value_min": h100, "met": h100 <= 10}}
+
+
 def write_results(results: dict, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "results.json", results, indent=2)
@@ -168,6 +199,7 @@ def write_results(results: dict, folder: Path) -> None:
             lines.append(f"| {k} | {v['seconds']:.2f} | {v['peak_gib']:.2f} |")
         lines += ["", f"Estimated whole customization: {full['estimated_customization_minutes']} min "
                   f"({full['note']})."]
+    lines += real_size_lines(results.get("real_size"))
     write_section(folder / "RESULTS.md", "speed", "\n".join(lines))
 
 
@@ -179,7 +211,19 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--full-size", action="store_true", help="also ZeroScope's real size (needs a GPU)")
     parser.add_argument("--out", default=str(Path(__file__).parent))
+    parser.add_argument("--real-size-only", action="store_true",
+                        help="only the real-size estimates and the estimator's CPU check, merged into the "
+                        "existing results.json (the small-model ratios are kept)")
+    parser.add_argument("--no-real-size", action="store_true", help="skip the real-size section")
+    parser.add_argument("--check-frames", type=int, default=2,
+                        help="frames of the estimator's CPU check (real architecture, fp32, 320x576)")
     args = parser.parse_args(argv)
+    if args.real_size_only:
+        results = json.loads((Path(args.out) / "results.json").read_text())
+        results["real_size"] = run_real_size(args.check_frames)
+        write_results(results, Path(args.out))
+        print(f"wrote {args.out}/results.json and RESULTS.md (real_size)")
+        return 0
     device = torch.device(args.device)
     results = {"version": __version__, "date": time.strftime("%Y-%m-%d"),
                "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
@@ -198,6 +242,12 @@ def main(argv=None) -> int:
             results["full_size"] = run_full_size(device)
     else:
         results["full_size"] = {"skipped": "run `python -m bench.run --full-size` on a machine with a GPU"}
+    if not args.no_real_size:
+        results["real_size"] = run_real_size(args.check_frames)
+    elif (Path(args.out) / "results.json").is_file():  # keep the last real-size section
+        old = json.loads((Path(args.out) / "results.json").read_text())
+        if "real_size" in old:
+            results["real_size"] = old["real_size"]
     write_results(results, Path(args.out))
     print(f"wrote {args.out}/results.json and RESULTS.md")
     return 0

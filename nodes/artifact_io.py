@@ -82,6 +82,7 @@ def _make_load(kind: str, type_name: str):
         RETURN_NAMES = (kind, "loss_curve", "info")
         OUTPUT_TOOLTIPS = (f"The {kind}.", "Its training loss curve.", "What the file holds.")
         FUNCTION = "load"
+        HAS_INTERMEDIATE_OUTPUT = True  # keep the info text in the history when cached (common.ui_result)
 
         @classmethod
         def INPUT_TYPES(cls):

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from videomage_core import __version__ as ENGINE_VERSION
+from videomage_core.dependencies import require_dependencies
 from videomage_core.errors import TrainingCancelled, VideoMageInputError
 
 from . import comfy_bridge as bridge
@@ -302,6 +303,7 @@ def run_engine(fn, title: str, stages: dict[str, int]):
     progress bar per step, and a Cancel that stops within one step. The engine's cancel check
     saves a resumable checkpoint before it stops; the pending Cancel is then raised as ComfyUI's
     own interruption."""
+    require_dependencies()
     live = LiveLoss(title, stages)
     bridge.free_memory()
     with torch.inference_mode(False), torch.enable_grad():
@@ -387,6 +389,13 @@ def preview_image(image: torch.Tensor, prefix: str = "videomage") -> dict | None
 
 
 def ui_result(result: tuple, text: str, preview: torch.Tensor | None = None) -> dict:
+    """The node's outputs plus what the node shows (``text``, and ``preview`` as an image).
+
+    A node returning this declares ``HAS_INTERMEDIATE_OUTPUT = True``: ComfyUI up to 0.3.67 kept
+    every node's UI in a separate cache and listed it in ``/history`` even when the node was cached;
+    from 0.3.68 (the RAM-pressure cache change) the history lists only the nodes that ran, and from
+    0.19.0 it re-sends a cached non-output node's UI (to the page and the history) only when that
+    flag is set (older versions ignore it). Without it, a training served from the cache shows nothing."""
     ui = {"text": [text]}
     if preview is not None:
         item = preview_image(preview)

@@ -52,6 +52,7 @@ class VideoMageFuseSubjects:
         "What was done: trained or loaded, the file.",
     )
     FUNCTION = "fuse"
+    HAS_INTERMEDIATE_OUTPUT = True  # keep the preview in the history when cached (common.ui_result)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -75,6 +76,10 @@ class VideoMageFuseSubjects:
                     "from each subject's own token attention."
                 },
             )
+        optional["gradient_checkpointing"] = (["auto", "on", "off"], {"default": "auto", "tooltip": (
+            "Recompute activations in the backward pass: far less GPU memory, about 20-30 % more "
+            "time, identical result. auto: on only when the memory estimate says the step would "
+            "not fit the GPU's free memory.")})
         return {
             "required": {
                 "model": (MODEL, {"tooltip": "The base model the subjects were trained on."}),
@@ -134,6 +139,7 @@ class VideoMageFuseSubjects:
         from videomage_core.artifacts import atomic_save_safetensors
         from videomage_core.errors import VideoMageInputError
         from videomage_core.fusion import FusionSettings, fuse_subjects
+        from videomage_core.preflight import check_memory, parse_checkpointing
 
         subjects = [subject_1, subject_2] + [
             optional[f"subject_{i}"]
@@ -187,12 +193,14 @@ class VideoMageFuseSubjects:
             },
         )
         live = {}
+        settings.gradient_checkpointing = parse_checkpointing(optional.get("gradient_checkpointing", "auto"))
 
         def do_train(ckpt):
             def fn(callback, cancel):
                 live["callback"] = callback
                 with torch.inference_mode(False):
                     user = [(clone(a), clone(b)) for a, b in pairs] if pairs else None
+                check_memory(model, "fusion", settings, subjects=n, ranks=sum(s.rank for s in subjects))
                 return fuse_subjects(
                     model,
                     subjects,

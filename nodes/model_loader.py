@@ -116,8 +116,9 @@ class VideoMageLoadModel:
                     ["auto", "fp32", "fp16", "bf16"],
                     {
                         "default": "auto",
-                        "tooltip": "Weights precision. auto: fp16 on a GPU, fp32 on the CPU. "
-                        "The VAE stays fp32 with fp16.",
+                        "tooltip": "Weights precision. auto: bf16 on a GPU that computes it natively, "
+                        "else fp16 (training then scales its loss), fp32 on the CPU. The VAE stays "
+                        "fp32 with fp16. The choice and why is printed to the console.",
                     },
                 ),
                 "device": (
@@ -144,16 +145,18 @@ class VideoMageLoadModel:
         import torch
 
         from videomage_core.errors import VideoMageInputError
-        from videomage_core.model import load_model
+        from videomage_core.model import choose_dtype, load_model
 
         folder = available_models().get(model_name)
         if folder is None:
             raise VideoMageInputError("model_name", model_error(model_name).split(": ", 1)[1])
         dev = bridge.default_device() if device == "auto" else device
-        if dtype == "auto":
-            dtype = "fp16" if str(dev).startswith("cuda") else "fp32"
+        dtype, reason = choose_dtype(dev, dtype)
         with torch.inference_mode(False):  # weights must not be inference tensors (training needs them)
-            return (load_model(folder, dtype=dtype, device=dev),)
+            model = load_model(folder, dtype=dtype, device=dev)
+        model.dtype_reason = reason
+        print(f"[VideoMage] Load Model: {model_name} in {dtype} on {model.device} ({reason})")
+        return (model,)
 
 
 NODE_CLASS_MAPPINGS = {"VideoMageLoadModel": VideoMageLoadModel}

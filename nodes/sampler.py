@@ -39,6 +39,11 @@ def prompt_error(prompt) -> str | None:
     return None
 
 
+def _span(values) -> str:
+    """First -> last value of a per-step series, e.g. '0.012 -> 0.0031'."""
+    return f"{values[0]:.2g} -> {values[-1]:.2g}" if values else "-"
+
+
 class VideoMageCollaborativeSampler:
     DESCRIPTION = (
         "Generates a video of the customized subjects performing the learned motion with "
@@ -56,6 +61,7 @@ class VideoMageCollaborativeSampler:
         "What was done.",
     )
     FUNCTION = "sample"
+    HAS_INTERMEDIATE_OUTPUT = True  # keep the preview in the history when cached (common.ui_result)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -78,7 +84,13 @@ class VideoMageCollaborativeSampler:
                         "motion). w/o SCS: both LoRAs in one model, plain DDIM (comparison).",
                     },
                 ),
-                "frames": INT(24, 2, 1024, "Frames to generate (the paper: 24 at 8 fps)."),
+                "frames": INT(
+                    24,
+                    2,
+                    1024,
+                    "Frames to generate (the paper: 24 at 8 fps). Use the motion's frame count to keep its "
+                    "timing; with another count the noise prior selects reference frames (see info).",
+                ),
                 "width": SIZE(576, "Video width"),
                 "height": SIZE(320, "Video height"),
                 "steps": INT(50, 1, 1000, "DDIM steps (the paper: 50)."),
@@ -153,6 +165,7 @@ class VideoMageCollaborativeSampler:
 
         from videomage_core.pipeline import generate_video
         from videomage_core.plots import render_loss_curve
+        from videomage_core.preflight import check_memory
         from videomage_core.sampling import SampleSettings, SCSSettings, SCSStats
 
         settings = SampleSettings(
@@ -167,11 +180,16 @@ class VideoMageCollaborativeSampler:
         scs = SCSSettings(tau=tau, alpha0=alpha, beta_s=beta_s, beta_m=beta_m)
         engine_mode = MODES.get(mode, mode)
         stats = SCSStats()
+        notes = []
         t0 = time.perf_counter()
 
         def fn(callback, cancel):
             with torch.inference_mode(False):
                 ref = clone(reference_frames)
+            check_memory(  # before any GPU work: a clear error instead of out-of-memory halfway
+                model, "sample", settings, "frames", mode=engine_mode, tau=scs.tau, ranks=subject.rank,
+                checkpointing=bool(getattr(scs, "gradient_checkpointing", False)),
+            )
             return generate_video(
                 model,
                 subject,
@@ -185,6 +203,7 @@ class VideoMageCollaborativeSampler:
                 callback=callback,
                 cancel=cancel,
                 stats=stats,
+                notes=notes,
             )
 
         video = run_engine(fn, f"Sample ({mode})", {"scs" if engine_mode == "scs" else "sample": steps})
@@ -197,13 +216,17 @@ class VideoMageCollaborativeSampler:
                 total,
                 f"SCS guidance, {len(total)} guided steps",
                 parts,
-                notes=[f"alpha {alpha:g}, tau {tau}"],
+                notes=[
+                    f"alpha {alpha:g}, tau {tau}",
+                    "relative step ||alpha grad||/||x||: subject "
+                    f"{_span(stats.relative_step_sub)}, motion {_span(stats.relative_step_mot)}",
+                ],
             )
         else:
             curve = text_image(["no collaborative guidance", f"(mode {mode}, tau {tau})"])
         info = (
             f"{mode}: {video.shape[0]} frames {width}x{height}, {steps} steps, seed {seed}, "
-            f"{seconds:.1f} s\nsubject {subject!r}\nmotion {motion!r}"
+            f"{seconds:.1f} s\nsubject {subject!r}\nmotion {motion!r}" + "".join(f"\n{n}" for n in notes)
         )
         return ui_result((video, curve, info), info)
 

@@ -48,7 +48,13 @@ CASES = [
                                                       SampleSettings(frames=2, height=64, width=64, steps=1)),
      "prompt", "does not contain the tokens"),
     ("unknown model folder", lambda m: load_model("/nonexistent/zeroscope"), "model_path", "no model folder"),
-    ("dtype", lambda m: load_model(m.path, dtype="fp8"), "dtype", "expected one of"),
+    ("video without data", lambda m: _motion(m, torch.rand(3, 64, 64, 3, device="meta")), "video",
+     "'meta' device"),
+    ("mask without data", lambda m: _subject(m, masks=torch.ones(3, 64, 64, device="meta")), "masks",
+     "'meta' device"),
+    ("motion frames", lambda m: _motion(m, torch.rand(3, 64, 64, 3), frames=1), "frames",
+     "at least 2 frames"),
+    ("dtype", lambda m: load_model(m.path, dtype="fp8"), "dtype", "one of ['bf16', 'fp16', 'fp32']"),
 ]
 
 
@@ -74,3 +80,61 @@ def test_folder_without_model_index_is_refused(tmp_path):
     (tmp_path / "unet").mkdir()
     with pytest.raises(VideoMageInputError, match="model_index.json"):
         load_model(tmp_path)
+
+
+def _box(mask: torch.Tensor) -> tuple[int, int]:
+    """Height and width of the bounding box of ``mask > 0.5``."""
+    ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
+    return int(ys.max() - ys.min() + 1), int(xs.max() - xs.min() + 1)
+
+
+def test_a_tall_mask_crop_keeps_the_subject_aspect():
+    """A standing subject (48 x 12 px) cropped for a 2:1 frame stays 4:1 tall (it was stretched 2x wider)."""
+    from videomage_core.data import crop_to_mask
+
+    image = torch.rand(64, 128, 3)
+    mask = torch.zeros(64, 128)
+    mask[8:56, 60:72] = 1
+    crop, weight = crop_to_mask(image, mask, 64, 128)
+    assert crop.shape == (64, 128, 3) and weight.shape == (64, 128)
+    h, w = _box(weight)
+    # the box (56 x 14 with the margin) grows to 56 x 112 inside the frame: scale 64/56, so the
+    # subject is 54.9 x 13.7 px; resizing moves each thresholded edge by at most 1 px
+    scale = 64 / 56
+    assert abs(h - 48 * scale) <= 2 and abs(w - 12 * scale) <= 2, (h, w)
+    assert (48 * scale - 2) / (12 * scale + 2) <= h / w <= (48 * scale + 2) / (12 * scale - 2)
+    assert weight.sum() == pytest.approx(48 * 12 * scale ** 2, rel=0.1), "the weight is the mask, not a box"
+
+
+def test_a_crop_wider_than_the_frame_is_padded_not_stretched():
+    """A near full-height subject for a 4:1 target: the crop reaches past the frame's sides, and the
+    padding is grey with zero loss weight."""
+    from videomage_core.data import crop_to_mask
+
+    image = torch.rand(64, 128, 3)
+    mask = torch.zeros(64, 128)
+    mask[4:60, 40:80] = 1
+    crop, weight = crop_to_mask(image, mask, 32, 128)
+    # the box is the full frame height (64, margin clipped) and grows to 256 wide: 64 px of padding on
+    # each side of the frame, i.e. 32 px at the 0.5 scale
+    assert torch.equal(crop[:, :31], torch.full((32, 31, 3), 0.5))
+    assert torch.equal(crop[:, -31:], torch.full((32, 31, 3), 0.5))
+    assert weight[:, :32].max() == 0 and weight[:, -32:].max() == 0
+    assert torch.allclose(crop[:, 33:95], torch.nn.functional.interpolate(
+        image.permute(2, 0, 1)[None], size=(32, 64), mode="area")[0].permute(1, 2, 0)[:, 1:63])
+    h, w = _box(weight)  # the subject 56 x 40 at scale 0.5 = 28 x 20, each edge within 1 px
+    assert abs(h - 28) <= 2 and abs(w - 20) <= 2, (h, w)
+
+
+def test_frame_selection_never_interpolates():
+    from videomage_core.data import motion_frame_indices, prior_frame_indices, uniform_frame_indices
+
+    assert motion_frame_indices(250, 24) == uniform_frame_indices(250, 24)
+    assert motion_frame_indices(250, 24)[0] == 0 and motion_frame_indices(250, 24)[-1] == 249
+    assert motion_frame_indices(10, 4) == [0, 3, 6, 9]
+    assert motion_frame_indices(5, 24) == [0, 1, 2, 3, 4], "a shorter clip is used whole, never repeated"
+    assert prior_frame_indices(24, 24) == (list(range(24)), "")
+    fewer, note = prior_frame_indices(24, 16)
+    assert fewer == list(range(16)) and "first 16" in note
+    more, note = prior_frame_indices(4, 8)
+    assert more == [0, 0, 1, 1, 2, 2, 3, 3] and "repeats" in note and "0.50x" in note

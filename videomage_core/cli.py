@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from .errors import (IncompatibleArtifactError, NonFiniteLossError, TrainingCancelled, VideoMageInputError,
                      require)
@@ -25,8 +26,11 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _model_args(p):
-    p.add_argument("--model", required=True, help="diffusers folder of a ZeroScope-layout model")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--model", required=True, help="diffusers folder of a ZeroScope-layout model, or "
+                   "'shapesworld_builtin' for the built-in ShapesWorld model")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto: bf16 on a GPU with native bf16, else fp16 (training scales its loss), "
+                   "fp32 on the CPU")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=_size, help="WIDTHxHEIGHT, multiples of 8 (default: the model's own, "
@@ -37,8 +41,13 @@ def _train_args(p, steps=300):
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--lr-lora", type=float, default=1e-4)
-    p.add_argument("--checkpoint", help="checkpoint file to resume from / write to")
-    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--checkpoint", help="checkpoint file to resume from / write to (every 50 steps, on "
+                   "cancel and on Ctrl-C; train-motion also writes FILE.inversion for its textual inversion); "
+                   "a file that is not this run's checkpoint is refused, never overwritten")
+    p.add_argument("--gradient-checkpointing", nargs="?", const="on", default="auto",
+                   choices=["auto", "on", "off"],
+                   help="recompute activations in the backward (less GPU memory, slower, same result); auto "
+                   "(default): on when the memory estimate says the step would not fit the GPU")
     p.add_argument("--out", required=True, help="output .safetensors file")
 
 
@@ -72,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", required=True, help="reference subjects' words, e.g. 'person,horse'")
     p.add_argument("--masks", nargs="*", help="one mask image per subject for the chosen frame")
     p.add_argument("--frame-index", type=int)
+    p.add_argument("--frames", type=int, help="frames sampled uniformly over the clip (a shorter clip "
+                   "is used whole); default: the model's own, else 24 (ZeroScope)")
     p.add_argument("--omega", type=float, default=0.5)
     p.add_argument("--inversion-steps", type=int, default=300)
     p.add_argument("--lr-token", type=float, default=1e-3)
@@ -91,12 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motion", help="motion .safetensors (required for SCS)")
     p.add_argument("--prompt", required=True, help="prompt with the tokens, e.g. 'A <toy> rides a <dog>'")
     p.add_argument("--mode", default="scs", choices=["scs", "wo_scs"])
-    p.add_argument("--frames", type=int, help="default: the model's own, else 24 (the paper)")
+    p.add_argument("--frames", type=int, help="default: the motion's (what it was trained on), else the "
+                   "model's own, else 24 (the paper)")
     p.add_argument("--steps", type=int, help="DDIM steps; default: the model's own, else 50 (the paper)")
     p.add_argument("--cfg", type=float, help="default: the model's own, else 9.0 (the paper)")
     p.add_argument("--tau", type=int, default=15)
     p.add_argument("--alpha", type=float, help="SCS step size alpha_0; default: the model's scs_alpha, else "
-                   "1e4 (the paper)")
+                   "1e4 (the paper); with --step-mode normalized the relative step ||step||/||x|| (default "
+                   "the model's scs_relative_step, else 0.02)")
+    p.add_argument("--step-mode", default="paper", choices=["paper", "normalized"],
+                   help="paper: Algorithm 1's alpha_t * grad (alpha depends on frames, size, levels); "
+                   "normalized: alpha_t is the relative step at any size")
+    p.add_argument("--scs-gradient-checkpointing", action="store_true",
+                   help="recompute the guided pass's activations in its backward (less memory, slower)")
     p.add_argument("--beta-s", type=float, default=0.5)
     p.add_argument("--beta-m", type=float, default=0.5)
     p.add_argument("--noise-prior-beta", type=float, default=0.3)
@@ -134,10 +152,25 @@ def check_output(args) -> None:
                 f"expected a .safetensors file, got '{args.out}'")
 
 
+def _checkpointing(args):
+    return {"auto": "auto", "on": True, "off": False}[args.gradient_checkpointing]
+
+
+def _preflight(model, stage, settings, input_name="--gradient-checkpointing", **shape):
+    """A clear error before the stage starts if its estimated peak will not fit the GPU."""
+    from .preflight import check_memory
+
+    check_memory(model, stage, settings, input_name, **shape)
+
+
 def _load(args):
     from .model import load_model
+    from .pretrained import resolve_model_path
 
-    return load_model(args.model, args.dtype, args.device)
+    model = load_model(resolve_model_path(args.model), args.dtype, args.device)
+    print(f"model: {str(model.dtype).replace('torch.', '')} on {model.device} ({model.dtype_reason})",
+          file=sys.stderr)
+    return model
 
 
 def run(args) -> int:
@@ -150,8 +183,10 @@ def run(args) -> int:
         return 0
     if args.command == "demo":
         from .demo import run_demo
+        from .pretrained import resolve_model_path
 
-        report = run_demo(args.out, scale=args.scale, seed=args.seed, model_dir=args.model,
+        model_dir = resolve_model_path(args.model) if args.model else None
+        report = run_demo(args.out, scale=args.scale, seed=args.seed, model_dir=model_dir,
                           callback=terminal_progress)
         print(f"wrote {args.out} ({report['timings']['total']:.1f} s)")
         return 0
@@ -168,7 +203,8 @@ def run(args) -> int:
         settings = SubjectSettings(token=args.token, superclass=args.superclass, steps=args.steps,
                                    rank=args.rank, lr_lora=args.lr_lora, lr_token=args.lr_token,
                                    lambda1=args.lambda1, seed=args.seed, height=height, width=width,
-                                   gradient_checkpointing=args.gradient_checkpointing)
+                                   gradient_checkpointing=_checkpointing(args))
+        _preflight(model, "subject", settings, images=images.shape[0])
         art = train_subject(model, images, settings, masks=masks, aux_videos=aux or None,
                             callback=terminal_progress, checkpoint_path=args.checkpoint,
                             cache_dir=args.cache_dir)
@@ -189,7 +225,10 @@ def run(args) -> int:
                                   omega=args.omega, steps=args.steps, inversion_steps=args.inversion_steps,
                                   rank=args.rank, lr_lora=args.lr_lora, lr_token=args.lr_token,
                                   seed=args.seed, height=height, width=width, frame_index=args.frame_index,
-                                  gradient_checkpointing=args.gradient_checkpointing)
+                                  frames=args.frames,
+                                  gradient_checkpointing=_checkpointing(args))
+        _preflight(model, "motion", settings, images=len(settings.reference_words),
+                   video_frames=video.shape[0])
         art = train_motion(model, video, settings, masks=masks, callback=terminal_progress,
                            checkpoint_path=args.checkpoint)
     elif args.command == "fuse":
@@ -201,26 +240,43 @@ def run(args) -> int:
         settings = FusionSettings(steps=args.steps, lambda2=args.lambda2, lr_lora=args.lr_lora,
                                   seed=args.seed, frames=args.frames, height=height, width=width,
                                   generation_steps=args.generation_steps,
-                                  gradient_checkpointing=args.gradient_checkpointing)
+                                  gradient_checkpointing=_checkpointing(args))
+        _preflight(model, "fusion", settings, subjects=len(subjects), ranks=sum(a.rank for a in subjects))
         art = fuse_subjects(model, subjects, settings, callback=terminal_progress,
                             checkpoint_path=args.checkpoint, cache_dir=args.cache_dir)
     elif args.command == "sample":
-        from .pipeline import generate_video
-        from .sampling import SampleSettings, SCSSettings
+        from .pipeline import generate_video, motion_frames
+        from .sampling import SampleSettings, SCSSettings, SCSStats
         from .video_io import save_animation
 
         subject = artifacts.load_artifact(args.subject, "subject", "--subject")
         motion = artifacts.load_artifact(args.motion, "motion", "--motion") if args.motion else None
         model = _load(args)
         width, height = _size_for(args, model)
-        settings = SampleSettings(frames=_or_model(args.frames, model, "frames", 24), height=height,
+        frames = args.frames if args.frames is not None else motion_frames(motion)
+        settings = SampleSettings(frames=_or_model(frames, model, "frames", 24), height=height,
                                   width=width, steps=_or_model(args.steps, model, "steps", 50),
                                   cfg=_or_model(args.cfg, model, "cfg", 9.0), seed=args.seed)
-        scs = SCSSettings(tau=args.tau, alpha0=args.alpha, beta_s=args.beta_s, beta_m=args.beta_m)
+        scs = SCSSettings(tau=args.tau, alpha0=args.alpha, beta_s=args.beta_s, beta_m=args.beta_m,
+                          step_mode=args.step_mode, gradient_checkpointing=args.scs_gradient_checkpointing)
+        _preflight(model, "sample", settings, "--frames", mode=args.mode, tau=scs.tau, ranks=subject.rank,
+                   checkpointing=scs.gradient_checkpointing)
+        stats = SCSStats()
+        notes = []
         frames = generate_video(model, subject, motion, args.prompt, settings, mode=args.mode, scs=scs,
-                                noise_prior_beta=args.noise_prior_beta, callback=terminal_progress)
+                                noise_prior_beta=args.noise_prior_beta, callback=terminal_progress,
+                                notes=notes, stats=stats)
+        if stats.relative_step_sub:
+            print("SCS relative step ||alpha_t grad|| / ||x|| per guided step:\n  subject "
+                  + " ".join(f"{v:.3g}" for v in stats.relative_step_sub) + "\n  motion  "
+                  + " ".join(f"{v:.3g}" for v in stats.relative_step_mot), file=sys.stderr)
+        for note in notes:
+            print(note, file=sys.stderr)
         print(save_animation(frames, args.out, fps=args.fps))
         return 0
+    if art.train_args.get("resumed_from"):
+        print(f"resumed from step {art.train_args['resumed_from']} of the checkpoint {args.checkpoint}",
+              file=sys.stderr)
     print(artifacts.save_artifact(art, args.out))
     return 0
 
@@ -233,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     except (VideoMageInputError, IncompatibleArtifactError, NonFiniteLossError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, TrainingCancelled):
-        print("\ncancelled: nothing was written", file=sys.stderr)
+    except (KeyboardInterrupt, TrainingCancelled) as exc:
+        ckpt = getattr(args, "checkpoint", None)
+        kept = (f"; the steps done so far are in the checkpoint {ckpt} (run the same command again to resume)"
+                if ckpt and Path(ckpt).is_file() else "")
+        print(f"\ncancelled ({exc or 'Ctrl-C'}): no output was written{kept}", file=sys.stderr)
         return 130
     if args.command != "tiny-model":
         print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)

@@ -17,6 +17,7 @@ from .artifacts import LoraArtifact, apply_artifact
 from .attention import AttentionRecorder
 from .cache import cached_tensors, tensors_digest
 from .checkpointing import set_gradient_checkpointing
+from .preflight import resolve_checkpointing
 from .data import check_images, check_masks, check_size, fit_to_size
 from .diffusion import (add_noise, decode_latents, encode_prompts, encode_video, predict_noise, randn,
                         sample_timesteps)
@@ -26,7 +27,7 @@ from .lora import (adapters_active, average_of_deltas, delete_lora, load_lora_st
 from .losses import attention_mask_loss, attention_objective, fusion_loss, normalize_map
 from .sampling import SampleSettings, ddim_sample
 from .tokens import word_positions
-from .training import ParamGroup, run_key, run_training
+from .training import LossScale, ParamGroup, run_key, run_training
 
 
 @dataclass
@@ -49,7 +50,7 @@ class FusionSettings:
     background_prompt: str | None = None  # None: the model's ``background_prompt``, else BACKGROUND_PROMPT
     mask_threshold: float = 0.5
     levels: tuple | None = None  # None: the model's attention_levels
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | str = "auto"  # "auto": on when the step would not fit the GPU (preflight)
 
 
 SUBJECT_PROMPT = "a video of a {token}"
@@ -212,7 +213,10 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
         load_lora_state(model, "fused", init, "spatial", rank, float(rank))
         params = trainable_lora_parameters(model, "fused")
         recorder = AttentionRecorder(model.unet, levels=settings.levels, temporal=False)
-        set_gradient_checkpointing(model.unet, settings.gradient_checkpointing)
+        set_gradient_checkpointing(model.unet, resolve_checkpointing(model, "fusion", settings,
+                                                                     subjects=len(subjects), ranks=rank))
+
+        loss_scale = LossScale.for_model(model)  # fp16: scaled backward, unscaled by the loop
 
         def step_fn(step):
             l_parts = []
@@ -227,7 +231,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                 with adapters_active(model, ["fused"]):  # backward too: checkpointing recomputes
                     student = predict_noise(model, x_t, t, texts[n])
                     part = fusion_loss([student], [teacher])
-                    (part / len(subjects)).backward()
+                    loss_scale.backward(part / len(subjects))
                 l_parts.append(part.detach())
             l_fusion = torch.stack(l_parts).mean()
             l_attn = torch.zeros(())
@@ -244,7 +248,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                     maps = recorder.spatial_maps()
                     sca = [maps[:, :, cols].mean(2) for cols in c["columns"]]
                     l_attn = attention_mask_loss(sca, c["masks"])
-                    (settings.lambda2 * l_attn).backward()
+                    loss_scale.backward(settings.lambda2 * l_attn)
             total = attention_objective(l_fusion, l_attn.detach(), settings.lambda2)
             return total, {"L_fusion": l_fusion, "L_attn": l_attn.detach()}
 
@@ -256,7 +260,8 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                            for j, t in enumerate(pair)})
             run = run_key(model, settings, inputs)
         result = run_training("fusion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
-                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run)
+                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run,
+                              loss_scale=loss_scale)
         superclasses = {t: w for a in subjects for t, w in a.superclasses.items()}
         artifact = LoraArtifact(
             kind="subject", scope="spatial", rank=rank, alpha=float(rank), lora=lora_state_dict(model, "fused"),

@@ -30,6 +30,7 @@ class VideoMageModel:
     dtype: torch.dtype = torch.float32
     adapters: dict = field(default_factory=dict)  # adapter name -> {"scope", "rank", "alpha"}
     settings: dict = field(default_factory=dict)  # the folder's videomage.json (what it was trained for)
+    dtype_reason: str = ""  # why this dtype (:func:`choose_dtype`), for the nodes' and CLI's messages
 
     def __repr__(self) -> str:
         return (f"VideoMageModel({Path(self.path).name}, {str(self.dtype).replace('torch.', '')}, "
@@ -116,6 +117,32 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def choose_dtype(device: str | torch.device, requested: str | torch.dtype = "auto") -> tuple[str, str]:
+    """The weights' precision for ``device`` and why: ``(name, reason)``, name a key of :data:`DTYPES`.
+
+    ``auto``: bf16 on a CUDA GPU with native bf16 (Ampere and newer: fp32's exponent range, so the
+    ~1e-6 per-element gradients of a mean over a video latent stay representable); fp16 on older
+    CUDA GPUs, whose training then scales its loss (:class:`~videomage_core.training.LossScale`);
+    fp32 on the CPU and MPS, where half precision is slow or partly unsupported.
+    """
+    if isinstance(requested, torch.dtype):
+        names = {v: k for k, v in DTYPES.items()}
+        require(requested in names, "dtype", f"expected one of {sorted(DTYPES)}, got {requested}")
+        return names[requested], "asked for"
+    require(requested == "auto" or requested in DTYPES, "dtype",
+            f"expected auto or one of {sorted(DTYPES)}, got '{requested}'")
+    if requested != "auto":
+        return requested, "asked for"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bf16", ("auto: this GPU computes bf16 natively (fp32's range at half the memory; "
+                            "training needs no loss scaling)")
+        return "fp16", ("auto: this GPU has no native bf16, so fp16; training scales its loss "
+                        "dynamically so that small gradients do not flush to zero")
+    return "fp32", f"auto: fp32 on {dev.type} (half precision is slow or partly unsupported there)"
+
+
 def check_device(device: str | torch.device, input_name: str = "device") -> torch.device:
     """``device`` as a torch device this machine has (cpu, cuda, cuda:1, mps), else a clear error."""
     try:
@@ -134,19 +161,21 @@ def check_device(device: str | torch.device, input_name: str = "device") -> torc
     return dev
 
 
-def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "fp32",
+def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "auto",
                device: str | torch.device = "cpu") -> VideoMageModel:
     """Load unet, vae, text_encoder, tokenizer and scheduler from a local diffusers folder.
 
-    Nothing is downloaded. The VAE stays in fp32 when ``dtype`` is fp16 (its decoder overflows in
-    fp16), the others take ``dtype``. Every module is frozen and in eval mode.
+    Nothing is downloaded. ``dtype`` ``auto`` is :func:`choose_dtype`'s choice for ``device`` (the
+    reason is kept as ``model.dtype_reason``). The VAE stays in fp32 when ``dtype`` is fp16 (its
+    decoder overflows in fp16), the others take ``dtype``. Every module is frozen and in eval mode.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = check_model_folder(path)
-    torch_dtype = resolve_dtype(dtype)
     device = check_device(device)
+    dtype, dtype_reason = choose_dtype(device, dtype)
+    torch_dtype = resolve_dtype(dtype)
     try:
         unet = UNet3DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch_dtype,
                                                     local_files_only=True)
@@ -165,4 +194,5 @@ def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "fp32",
     fingerprint = model_fingerprint(unet, text_encoder)
     return VideoMageModel(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                           scheduler=scheduler, path=str(folder), fingerprint=fingerprint,
-                          device=device, dtype=torch_dtype, settings=read_model_settings(folder))
+                          device=device, dtype=torch_dtype, settings=read_model_settings(folder),
+                          dtype_reason=dtype_reason)

@@ -8,19 +8,21 @@ user's masks, or the whole frame when none). Step 2: a temporal LoRA trained tow
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from .artifacts import LoraArtifact
 from .checkpointing import set_gradient_checkpointing
-from .data import check_masks, check_size, check_video, crop_to_mask, fit_to_size, mask_to_latent
+from .preflight import resolve_checkpointing
+from .data import (check_masks, check_size, check_video, crop_to_mask, fit_to_size, mask_to_latent,
+                   motion_frame_indices)
 from .diffusion import add_noise, encode_prompts, encode_video, predict_noise, randn, sample_timesteps
 from .errors import require
 from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
 from .losses import appearance_free_target, motion_loss, subject_loss
 from .tokens import add_token, get_token_embedding, token_parameters
-from .training import ParamGroup, run_key, run_training
+from .training import LossScale, ParamGroup, run_key, run_training
 
 APPEARANCE_TEMPLATE = "A static video of {subjects}."
 
@@ -41,10 +43,10 @@ class MotionSettings:
     seed: int = 0
     height: int = 320
     width: int = 576
-    frames: int | None = None  # None: every frame of the reference video
+    frames: int | None = None  # sampled uniformly over the clip; None/0: the model's (24 for ZeroScope)
     frame_index: int | None = None  # frame for the textual inversion; None: the middle one
     appearance_template: str | None = None  # None: the model's, else APPEARANCE_TEMPLATE
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | str = "auto"  # "auto": on when the step would not fit the GPU (preflight)
 
 
 def appearance_prompt(tokens: list[str], template: str = APPEARANCE_TEMPLATE) -> str:
@@ -55,7 +57,8 @@ def appearance_prompt(tokens: list[str], template: str = APPEARANCE_TEMPLATE) ->
 
 def reference_tokens(video: torch.Tensor, words, seed: int) -> list[str]:
     """Unique tokens for the reference subjects of this video (e.g. ``<ref1_3fa2c1>``)."""
-    digest = hashlib.sha256(video.float().mul(255).round().to(torch.uint8).numpy().tobytes()
+    pixels = video.detach().to("cpu", torch.float32).mul(255).round().to(torch.uint8)
+    digest = hashlib.sha256(pixels.numpy().tobytes()
                             + f"{list(words)}{seed}".encode()).hexdigest()[:6]
     return [f"<ref{i + 1}_{digest}>" for i in range(len(words))]
 
@@ -93,9 +96,10 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     frame = video[index]
     if masks is not None:
         masks = check_masks(masks, frame[None].expand(len(words), -1, -1, -1), "masks", "reference frame")
-    frames = video if settings.frames is None else video[: settings.frames]
-    check_video(frames, "frames")
-    clip, _ = fit_to_size(frames, settings.height, settings.width)
+    settings = replace(settings, frames=int(settings.frames or model.default("frames", 24)))
+    require(settings.frames >= 2, "frames", f"a motion needs at least 2 frames, got {settings.frames}")
+    indices = motion_frame_indices(video.shape[0], settings.frames)
+    clip, _ = fit_to_size(video[indices], settings.height, settings.width)
     x_video = encode_video(model, clip)
     gen = torch.Generator().manual_seed(int(settings.seed))
     run = run_key(model, settings, {"video": video, "masks": masks}) if checkpoint_path else ""
@@ -121,7 +125,8 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             ti = run_training("motion_inversion", settings.inversion_steps,
                               [ParamGroup("token", token_parameters(model, tokens), settings.lr_token)],
                               ti_step, gen, callback, cancel,
-                              checkpoint_path and f"{checkpoint_path}.inversion", run=run)
+                              checkpoint_path and f"{checkpoint_path}.inversion", run=run,
+                              loss_scale=LossScale.for_model(model))
         ti_losses = ti.losses
 
     # Step 2: the temporal LoRA with the appearance-free target.
@@ -132,8 +137,11 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
         text_ap = encode_prompts(model, [c_ap])
     adapter = "train_motion"
     inject_lora(model, adapter, "temporal", settings.rank, settings.alpha, seed=settings.seed)
-    set_gradient_checkpointing(model.unet, settings.gradient_checkpointing)
+    set_gradient_checkpointing(model.unet, resolve_checkpointing(model, "motion", settings, images=len(words),
+                                                                 video_frames=video.shape[0]))
     try:
+        loss_scale = LossScale.for_model(model)  # fp16: scaled backward, unscaled by the loop
+
         def step_fn(step):
             noise = randn(x_video.shape, gen, model)
             t = sample_timesteps(model, 1, gen)
@@ -145,7 +153,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             target = appearance_free_target(noise, eps_ap, settings.omega)
             with adapters_active(model, [adapter]):  # backward too: checkpointing recomputes
                 loss = motion_loss(predict_noise(model, x_t, t, text_m), target)
-                loss.backward()
+                loss_scale.backward(loss)
             return loss.detach(), {"L_mot": loss.detach()}
 
         params = trainable_lora_parameters(model, adapter)
@@ -157,12 +165,14 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             tokens={t: get_token_embedding(model, t) for t in tokens},
             superclasses=dict(zip(tokens, words)), base_fingerprint=model.fingerprint,
             train_args={**asdict(settings), "reference_frames": int(video.shape[0]),
+                        "motion_frames": len(indices), "frame_indices": indices,
                         "masks": masks is not None, "resumed_from": result.resumed_from,
                         "seconds": round(result.seconds, 3)},
             losses=result.losses,
             info={"motion_prompt": settings.motion_prompt, "appearance_prompt": c_ap,
                   "inversion_losses": [round(x, 6) for x in ti_losses],
-                  "whole_frame_inversion": masks is None},
+                  "whole_frame_inversion": masks is None, "motion_frames": len(indices),
+                  "frame_indices": indices},
             reference_latents=x_video.detach().float().cpu())
     finally:
         set_gradient_checkpointing(model.unet, False)

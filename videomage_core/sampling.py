@@ -4,9 +4,10 @@ Spatial-Temporal Collaborative Sampling (SCS, ``method.md`` section 4, the paper
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,8 @@ from .errors import TrainingCancelled, require
 from .lora import adapters_active
 from .losses import (classifier_free_guidance, combine_branches, guidance_step_sizes,
                      noise_prior, spatial_alignment_loss, temporal_alignment_loss)
-from .tokens import check_prompt_tokens, superclass_prompt, word_positions
+from .checkpointing import set_gradient_checkpointing
+from .tokens import aligned_subject_columns, check_prompt_tokens
 from .training import StepInfo
 
 
@@ -40,24 +42,58 @@ class SampleSettings:
         require(self.steps >= 1, "steps", f"expected at least 1 step, got {self.steps}")
 
 
+STEP_MODES = ("paper", "normalized")
+RELATIVE_STEP = 0.02  # normalized mode's alpha0 when neither settings nor videomage.json give one
+
+
 @dataclass
 class SCSSettings:
-    """Algorithm 1's knobs: tau guided steps, alpha_t from ``alpha0``, branch weights."""
+    """Algorithm 1's knobs: tau guided steps, alpha_t from ``alpha0``, branch weights.
+
+    ``step_mode`` says what alpha means. "paper" (default): Algorithm 1 exactly, ``x -= alpha_t *
+    grad`` of the summed alignment losses; the step then grows with the frame count, size and
+    recorded level (sums over F*h*w and h*w*F^2 map entries), so alpha0 is per model and size
+    (1e4 ZeroScope at 24x320x576, 10 the built-in model: its ``scs_alpha``). "normalized": the
+    gradient is rescaled to ``||x||``, so ``alpha_t`` *is* the relative step ``||step|| / ||x||``
+    (alpha0 from the model's ``scs_relative_step``, else ``RELATIVE_STEP``): one alpha, the same
+    step at any frame count, size and level. ``SCSStats`` logs the relative step in both modes.
+    """
 
     tau: int = 15
-    alpha0: float | None = None  # None: the model's ``scs_alpha`` (videomage.json), else 1e4 (the paper)
+    alpha0: float | None = None  # None: the model's scs_alpha (paper) / scs_relative_step (normalized)
     beta_s: float = 0.5
     beta_m: float = 0.5
     levels: tuple | None = None  # None: the model's attention_levels
     stop_at_last_layer: bool = True  # cut the gradient pass after the last recorded layer
+    step_mode: str = "paper"  # "paper" | "normalized" (see above)
+    gradient_checkpointing: bool = False  # recompute the guided pass's activations in its backward
+
+    def check(self) -> None:
+        require(self.step_mode in STEP_MODES, "step_mode",
+                f"expected one of {STEP_MODES}, got {self.step_mode!r}")
+        require(self.tau >= 0, "tau", f"expected 0 or more guided steps, got {self.tau}")
+        require(self.alpha0 is None or (math.isfinite(self.alpha0) and self.alpha0 >= 0), "alpha",
+                f"expected a finite step size >= 0, got {self.alpha0}")
+
+    def alpha(self, model) -> float:
+        if self.alpha0 is not None:
+            return float(self.alpha0)
+        if self.step_mode == "normalized":
+            return float(model.default("scs_relative_step", RELATIVE_STEP))
+        return float(model.default("scs_alpha", 1e4))
 
 
 @dataclass
 class SCSStats:
-    """Alignment losses before each guided update (for tests, reports and the loss graph)."""
+    """Per guided step: the alignment losses before the update and each branch's relative step
+    ``||alpha_t grad|| / ||x||`` (subject branch: ``L_m->s``, motion branch: ``L_s->m``).
+    ``skipped`` counts branch updates dropped for a non-finite gradient."""
 
     loss_s_to_m: list = field(default_factory=list)
     loss_m_to_s: list = field(default_factory=list)
+    relative_step_sub: list = field(default_factory=list)
+    relative_step_mot: list = field(default_factory=list)
+    skipped: int = 0
 
 
 def latent_shape(model, settings: SampleSettings) -> tuple[int, ...]:
@@ -144,15 +180,24 @@ def ddim_invert(model, latents: torch.Tensor, steps: int, prompt: str = "",
 def noise_prior_latents(model, settings: SampleSettings, reference_latents: torch.Tensor | None,
                         beta: float = 0.3, inversion_steps: int | None = None) -> torch.Tensor:
     """Initial noise ``sqrt(beta) eps_m + sqrt(1-beta) eps`` with ``eps_m`` the DDIM-inverted
-    reference clip (resized to the requested frames and size); plain noise when no reference."""
+    reference clip; plain noise when no reference.
+
+    Time is never stretched: the reference's frames are selected (``data.prior_frame_indices``: the
+    first ``frames`` when fewer are sampled than the motion has, uniform repeats when more), so at
+    the motion's own frame count the prior has exactly its training timing. Only the spatial size is
+    resized (bilinear, per frame) when the sample's size differs."""
+    from .data import prior_frame_indices
+
     eps = initial_noise(model, settings)
     if reference_latents is None or beta <= 0:
         return eps
     require(0 <= beta <= 1, "noise_prior_beta", f"expected 0..1, got {beta}")
     ref = reference_latents.to(model.device, torch.float32)
-    target = eps.shape[2:]
-    if tuple(ref.shape[2:]) != tuple(target):
-        ref = F.interpolate(ref, size=target, mode="trilinear", align_corners=False)
+    frames, size = eps.shape[2], tuple(eps.shape[3:])
+    if ref.shape[2] != frames:
+        ref = ref[:, :, prior_frame_indices(ref.shape[2], frames)[0]]
+    if tuple(ref.shape[3:]) != size:
+        ref = F.interpolate(ref, size=(frames, *size), mode="trilinear", align_corners=False)
     eps_m = inverted_reference(model, ref.to(model.dtype), inversion_steps or settings.steps)
     return noise_prior(eps_m, eps, beta)
 
@@ -181,12 +226,12 @@ def inverted_reference(model, reference: torch.Tensor, steps: int) -> torch.Tens
 
 
 class _Branch:
-    """One SCS branch: an adapter, a prompt pair and the columns of the subjects' words."""
+    """One SCS branch: an adapter, a prompt pair and each subject's columns in that prompt."""
 
-    def __init__(self, model, adapter: str, prompt: str, words: list[str], negative: str):
+    def __init__(self, model, adapter: str, prompt: str, columns: list[list[int]], negative: str):
         self.adapter = adapter
         self.text = encode_prompts(model, [negative, prompt])
-        self.columns = word_positions(model.tokenizer, prompt, words)
+        self.columns = columns
 
     def sca(self, recorder: AttentionRecorder) -> torch.Tensor:
         """The subjects' SCA maps ``(B, F, N, h, w)`` (multi-piece words averaged)."""
@@ -194,34 +239,102 @@ class _Branch:
         return torch.stack([maps[:, :, cols].mean(2) for cols in self.columns], 2)
 
 
+FP16_LOSS_SCALE = 2.0 ** 16  # torch.amp.GradScaler's init_scale
+MAX_SCALE_HALVINGS = 32
+
+
+class GuidedStep(NamedTuple):
+    """One collaborative-guidance update (Algorithm 1 lines 7-10) and what ``SCSStats`` logs."""
+
+    x_sub: torch.Tensor
+    x_mot: torch.Tensor
+    loss_s_to_m: float
+    loss_m_to_s: float
+    step_sub: float  # ||alpha_t grad_{x_sub} L_m->s|| / ||x_sub||
+    step_mot: float  # ||alpha_t grad_{x_mot} L_s->m|| / ||x_mot||
+    skipped: int  # branch updates dropped for a non-finite gradient
+
+
+def _branch_gradient(model, recorder: AttentionRecorder, branch: _Branch, x: torch.Tensor, t, loss_fn,
+                     stop_early: bool) -> tuple[torch.Tensor | None, float, torch.Tensor]:
+    """One branch's conditional pass with a graph, ``loss_fn(sca, tsa)`` and its latent gradient.
+
+    Returns ``(gradient in fp32 or None if not finite, loss, the branch's detached TSA maps)``; the
+    graph is freed on return. The backward runs under the branch's adapter and the attached recorder
+    (not recording), so gradient checkpointing recomputes exactly the forward that ran. In fp16 the
+    loss is scaled (``FP16_LOSS_SCALE``) before the backward and the gradient unscaled in fp32: the
+    gradient alpha 1e4 is sized for (about 1e-5 per element) is subnormal in fp16 (below 6.1e-5) on
+    its way through the UNet. A non-finite scaled gradient halves the scale and reruns the backward
+    on the same graph, as ``torch.amp.GradScaler`` backs off.
+    """
+    leaf = x.detach().clone().requires_grad_(True)
+    fp16 = model.dtype == torch.float16
+    with adapters_active(model, [branch.adapter]):
+        with recorder.recording(leaf.shape, stop_after_last=stop_early):
+            predict_noise(model, leaf, t.clone(), branch.text[1:].clone())
+        sca, tsa = branch.sca(recorder), recorder.temporal_maps()
+        recorder.maps = {}
+        loss = loss_fn(sca, tsa)
+        scale, grad = FP16_LOSS_SCALE if fp16 else 1.0, None
+        for _ in range(MAX_SCALE_HALVINGS if fp16 else 1):
+            (g,) = torch.autograd.grad(loss * scale if fp16 else loss, [leaf], allow_unused=True,
+                                       retain_graph=fp16)
+            g = torch.zeros_like(leaf, dtype=torch.float32) if g is None else g.float() / scale
+            if bool(torch.isfinite(g).all()):
+                grad = g
+                break
+            scale /= 2
+    return grad, float(loss.detach()), tsa.detach()
+
+
+def guided_update(x: torch.Tensor, grad: torch.Tensor, alpha: float, step_mode: str = "paper"
+                  ) -> tuple[torch.Tensor, float]:
+    """``x - step`` (computed in fp32) and the relative step ``||step|| / ||x||``.
+
+    "paper": ``step = alpha_t * grad`` (Algorithm 1). "normalized": ``step = alpha_t * ||x|| *
+    grad / ||grad||``, so the relative step is ``alpha_t`` whatever the frame count, size or
+    recorded level (the summed losses' gradient norm grows with each); a zero gradient, no step.
+    """
+    xf = x.float()
+    x_norm = xf.norm()
+    if step_mode == "normalized":
+        g_norm = grad.norm()
+        step = grad * (alpha * x_norm / g_norm) if float(g_norm) > 0 else torch.zeros_like(grad)
+    else:
+        step = alpha * grad
+    return (xf - step).to(x.dtype), float(step.norm() / x_norm.clamp_min(torch.finfo(torch.float32).tiny))
+
+
 def collaborative_guidance(model, recorder: AttentionRecorder, sub: _Branch, mot: _Branch,
                            x_sub: torch.Tensor, x_mot: torch.Tensor, t, alpha: float,
-                           stop_early: bool) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+                           stop_early: bool = True, step_mode: str = "paper") -> GuidedStep:
     """Algorithm 1 lines 7-10: one gradient step on each branch's latent.
 
     ``L_s->m`` (SCA, subject maps as target) moves ``x_mot``; ``L_m->s`` (TSA, motion maps as
-    target) moves ``x_sub``. Gradients come from the conditional passes only.
+    target) moves ``x_sub``. Gradients come from the conditional passes only. One graph at a time:
+    the subject's SCA maps at ``x_sub`` are computed without a graph (the target of ``L_s->m``);
+    then the motion branch's forward and backward, whose detached TSA maps are the target of
+    ``L_m->s``; then, with that graph freed, the subject branch's forward and backward. The same
+    update as building both graphs before one backward, at one graph's peak memory and one extra
+    forward without a graph (up to the last recorded layer).
     """
-    maps = {}
     # works inside ComfyUI's inference_mode too: fresh (non-inference) copies of what autograd sees
-    with recorder, torch.inference_mode(False), torch.enable_grad():
-        leaves = {}
-        for name, branch, x in (("sub", sub, x_sub), ("mot", mot, x_mot)):
-            leaf = x.detach().clone().requires_grad_(True)
-            leaves[name] = leaf
-            with adapters_active(model, [branch.adapter]):
-                with recorder.recording(leaf.shape, stop_after_last=stop_early):
-                    predict_noise(model, leaf, t.clone(), branch.text[1:].clone())
-            maps[name] = (branch.sca(recorder), recorder.temporal_maps())
-        loss_s_to_m = spatial_alignment_loss(maps["sub"][0], maps["mot"][0])
-        loss_m_to_s = temporal_alignment_loss(maps["sub"][1], maps["mot"][1])
-        g_sub, g_mot = torch.autograd.grad(loss_m_to_s + loss_s_to_m, [leaves["sub"], leaves["mot"]],
-                                           allow_unused=True)
-    g_sub = torch.zeros_like(x_sub) if g_sub is None else g_sub
-    g_mot = torch.zeros_like(x_mot) if g_mot is None else g_mot
-    new_sub = (x_sub.float() - alpha * g_sub.float()).to(x_sub.dtype)
-    new_mot = (x_mot.float() - alpha * g_mot.float()).to(x_mot.dtype)
-    return new_sub, new_mot, float(loss_s_to_m.detach()), float(loss_m_to_s.detach())
+    with recorder, torch.inference_mode(False):
+        with torch.no_grad(), adapters_active(model, [sub.adapter]):
+            with recorder.recording(x_sub.shape, stop_after_last=True):
+                predict_noise(model, x_sub, t, sub.text[1:])
+            target_sca = sub.sca(recorder)
+        recorder.maps = {}
+        with torch.enable_grad():
+            g_mot, l_sm, target_tsa = _branch_gradient(
+                model, recorder, mot, x_mot, t, lambda sca, tsa: spatial_alignment_loss(target_sca, sca),
+                stop_early)
+            g_sub, l_ms, _ = _branch_gradient(
+                model, recorder, sub, x_sub, t, lambda sca, tsa: temporal_alignment_loss(tsa, target_tsa),
+                stop_early)
+    new_sub, step_sub = guided_update(x_sub, g_sub, alpha, step_mode) if g_sub is not None else (x_sub, 0.0)
+    new_mot, step_mot = guided_update(x_mot, g_mot, alpha, step_mode) if g_mot is not None else (x_mot, 0.0)
+    return GuidedStep(new_sub, new_mot, l_sm, l_ms, step_sub, step_mot, (g_sub is None) + (g_mot is None))
 
 
 @torch.no_grad()
@@ -235,39 +348,54 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     superclass twin prompt) each predict CFG noise; during the first ``tau`` steps their latents
     are first moved by the collaborative guidance. The DDIM step uses
     ``beta_s * eps_sub + beta_m * eps_mot`` from the same weighting of the branch latents (which
-    is ``x_t`` itself on unguided steps).
+    is ``x_t`` itself on unguided steps); the latents stay in fp32. Each subject's maps are
+    aligned by position: its token's columns in the prompt against the columns of the very
+    superclass word that replaced it in the twin prompt (``tokens.aligned_subject_columns``).
     """
     settings.check()
     scs = scs or SCSSettings()
-    tokens = list(superclasses)
-    check_prompt_tokens(prompt, tokens)
-    twin = superclass_prompt(prompt, superclasses)
-    present = [t for t in tokens if t in prompt]
-    sub = _Branch(model, subject_adapter, prompt, present, settings.negative_prompt)
-    mot = _Branch(model, motion_adapter, twin, [superclasses[t] for t in present], settings.negative_prompt)
+    scs.check()
+    check_prompt_tokens(prompt, list(superclasses))
+    twin, _, cols_sub, cols_mot = aligned_subject_columns(model.tokenizer, prompt, superclasses)
+    sub = _Branch(model, subject_adapter, prompt, cols_sub, settings.negative_prompt)
+    mot = _Branch(model, motion_adapter, twin, cols_mot, settings.negative_prompt)
     sched = _scheduler(model, settings.steps)
     steps = len(sched.timesteps)
-    alphas = guidance_step_sizes(scs.alpha0 if scs.alpha0 is not None else model.default("scs_alpha", 1e4), steps)
-    x = initial_noise(model, settings) if latents is None else latents.to(model.device, model.dtype)
+    alphas = guidance_step_sizes(scs.alpha(model), steps)
+    # fp32 latents whatever the model's dtype (the UNet gets them cast): a guided step of 1e-4 of
+    # ||x|| is below fp16's and bf16's resolution at |x| ~ 1 and would be rounded away
+    x = (initial_noise(model, settings) if latents is None else latents).to(model.device, torch.float32)
     wsum = scs.beta_s + scs.beta_m
     recorder = AttentionRecorder(model.unet, levels=scs.levels or model.attention_levels)
-    for i, t in enumerate(sched.timesteps):
-        t0 = time.perf_counter()
-        x_sub, x_mot = x, x
-        loss = 0.0
-        if i < scs.tau:
-            x_sub, x_mot, l_sm, l_ms = collaborative_guidance(
-                model, recorder, sub, mot, x_sub, x_mot, t, alphas[i], scs.stop_at_last_layer)
-            loss = l_sm + l_ms
-            if stats is not None:
-                stats.loss_s_to_m.append(l_sm)
-                stats.loss_m_to_s.append(l_ms)
-        with adapters_active(model, [subject_adapter]):
-            eps_sub = _cfg_eps(model, x_sub, t, sub.text, settings.cfg)
-        with adapters_active(model, [motion_adapter]):
-            eps_mot = _cfg_eps(model, x_mot, t, mot.text, settings.cfg)
-        eps = combine_branches(eps_sub, eps_mot, scs.beta_s, scs.beta_m)
-        x_base = x if i >= scs.tau else (scs.beta_s * x_sub + scs.beta_m * x_mot) / wsum
-        x = sched.step(eps, t, x_base).prev_sample
-        _report(callback, cancel, "scs", i, steps, loss, t0=t0)
-    return x
+    checkpointing = scs.gradient_checkpointing and scs.tau > 0
+    if checkpointing:  # only passes with grad enabled are checkpointed: the guided ones
+        set_gradient_checkpointing(model.unet, True)
+    try:
+        for i, t in enumerate(sched.timesteps):
+            t0 = time.perf_counter()
+            x_sub, x_mot = x, x
+            loss, parts = 0.0, None
+            if i < scs.tau:
+                g = collaborative_guidance(model, recorder, sub, mot, x_sub, x_mot, t, alphas[i],
+                                           scs.stop_at_last_layer, scs.step_mode)
+                x_sub, x_mot, loss = g.x_sub, g.x_mot, g.loss_s_to_m + g.loss_m_to_s
+                parts = {"L_s->m": g.loss_s_to_m, "L_m->s": g.loss_m_to_s, "step_sub": g.step_sub,
+                         "step_mot": g.step_mot}
+                if stats is not None:
+                    stats.loss_s_to_m.append(g.loss_s_to_m)
+                    stats.loss_m_to_s.append(g.loss_m_to_s)
+                    stats.relative_step_sub.append(g.step_sub)
+                    stats.relative_step_mot.append(g.step_mot)
+                    stats.skipped += g.skipped
+            with adapters_active(model, [subject_adapter]):
+                eps_sub = _cfg_eps(model, x_sub, t, sub.text, settings.cfg)
+            with adapters_active(model, [motion_adapter]):
+                eps_mot = _cfg_eps(model, x_mot, t, mot.text, settings.cfg)
+            eps = combine_branches(eps_sub, eps_mot, scs.beta_s, scs.beta_m)
+            x_base = x if i >= scs.tau else (scs.beta_s * x_sub + scs.beta_m * x_mot) / wsum
+            x = sched.step(eps, t, x_base).prev_sample
+            _report(callback, cancel, "scs", i, steps, loss, parts, t0=t0)
+    finally:
+        if checkpointing:
+            set_gradient_checkpointing(model.unet, False)
+    return x.to(model.dtype)

@@ -8,6 +8,7 @@ import torch
 from .artifacts import LoraArtifact
 from .cache import cached_tensors
 from .checkpointing import set_gradient_checkpointing
+from .preflight import resolve_checkpointing
 from .data import check_images, check_masks, check_size, check_video, fit_to_size, mask_to_latent
 from .diffusion import add_noise, encode_prompts, encode_video, predict_noise, randn, sample_timesteps
 from .errors import require
@@ -15,7 +16,7 @@ from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, tr
 from .losses import regularization_loss, subject_loss, subject_objective
 from .sampling import SampleSettings, ddim_sample
 from .tokens import add_token, check_new_token, get_token_embedding, token_parameters
-from .training import ParamGroup, run_key, run_training
+from .training import LossScale, ParamGroup, run_key, run_training
 
 PRIOR_CAPTIONS = ("a video of a {s}", "a {s} moving", "a {s} in a scene", "a close-up video of a {s}")
 
@@ -41,7 +42,7 @@ class SubjectSettings:
     prior_steps: int = 25
     prior_cfg: float | None = None  # None: the model's sampling cfg (videomage.json), else 9.0 (the paper's)
     prior_captions: tuple | None = None  # None: the model's ``prior_captions``, else PRIOR_CAPTIONS
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | str = "auto"  # "auto": on when the step would not fit the GPU (preflight)
 
 
 def prior_videos(model, superclass: str, count: int, frames: int, height: int, width: int,
@@ -110,11 +111,14 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
     adapter = f"train_subject_{settings.token}"
     inject_lora(model, adapter, "spatial", settings.rank, settings.alpha, seed=settings.seed)
     prompt = settings.prompt_template.format(token=settings.token)
-    set_gradient_checkpointing(model.unet, settings.gradient_checkpointing)
+    set_gradient_checkpointing(model.unet, resolve_checkpointing(model, "subject", settings,
+                                                                 images=x_img.shape[0]))
     try:
         with adapters_active(model, [adapter]):
             groups = [ParamGroup("lora", trainable_lora_parameters(model, adapter), settings.lr_lora, 1e-2),
                       ParamGroup("token", token_parameters(model, [settings.token]), settings.lr_token)]
+
+            loss_scale = LossScale.for_model(model)  # fp16: scaled backward, unscaled by the loop
 
             def step_fn(step):
                 n = x_img.shape[0]
@@ -123,19 +127,19 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
                 text = encode_prompts(model, [prompt]).expand(n, -1, -1)  # one prompt for every image
                 l_sub = subject_loss(predict_noise(model, add_noise(model, x_img, noise, t), t, text),
                                      noise, weight)
-                l_sub.backward()
+                loss_scale.backward(l_sub)
                 j = int(torch.randint(0, len(aux), (1,), generator=gen))
                 x_aux = aux[j][0]
                 noise_r = randn(x_aux.shape, gen, model)
                 t_r = sample_timesteps(model, 1, gen)
                 pred_r = predict_noise(model, add_noise(model, x_aux, noise_r, t_r), t_r, aux_text[j:j + 1])
                 l_reg = regularization_loss(pred_r, noise_r)
-                (settings.lambda1 * l_reg).backward()
+                loss_scale.backward(settings.lambda1 * l_reg)
                 total = subject_objective(l_sub.detach(), l_reg.detach(), settings.lambda1)
                 return total, {"L_sub": l_sub.detach(), "L_reg": l_reg.detach()}
 
             result = run_training("subject", settings.steps, groups, step_fn, gen, callback, cancel,
-                                  checkpoint_path, stop_after=stop_after, run=run)
+                                  checkpoint_path, stop_after=stop_after, run=run, loss_scale=loss_scale)
         state = lora_state_dict(model, adapter)
         scaling_alpha = model.adapters[adapter]["alpha"]
         artifact = LoraArtifact(

@@ -127,16 +127,73 @@ def check_prompt_tokens(prompt: str, tokens: list[str], input_name: str = "promp
     require(not missing, input_name, f"the prompt {prompt!r} does not contain the tokens {missing}")
 
 
-def superclass_prompt(prompt: str, superclasses: dict[str, str]) -> str:
-    """Replace each special token by its superclass word: 'A <toy> rides a <dog>' -> 'A toy rides a dog'."""
+def _superclass_twin(prompt: str, superclasses: dict[str, str]) -> tuple[str, list[tuple]]:
+    """The twin prompt and each token occurrence ``(token, (start, end) in prompt, (start, end) in twin)``."""
     for token, word in superclasses.items():
         require(bool(word and word.strip()), "superclass", f"token {token} has no superclass word")
-        prompt = prompt.replace(token, word.strip())
-    left = re.findall(r"<[A-Za-z0-9_\-]+>", prompt)
+    spans, twin, last = [], "", 0
+    if superclasses:
+        pattern = "|".join(re.escape(t) for t in sorted(superclasses, key=len, reverse=True))
+        for m in re.finditer(pattern, prompt):
+            twin += prompt[last:m.start()]
+            word = superclasses[m.group()].strip()
+            spans.append((m.group(), (m.start(), m.end()), (len(twin), len(twin) + len(word))))
+            twin, last = twin + word, m.end()
+    twin += prompt[last:]
+    left = re.findall(r"<[A-Za-z0-9_\-]+>", twin)
     if left:
         raise VideoMageInputError("prompt", f"tokens {left} have no superclass word (known: "
                                   f"{sorted(superclasses)})")
-    return prompt
+    return twin, spans
+
+
+def superclass_prompt(prompt: str, superclasses: dict[str, str]) -> str:
+    """Replace each special token by its superclass word: 'A <toy> rides a <dog>' -> 'A toy rides a dog'."""
+    return _superclass_twin(prompt, superclasses)[0]
+
+
+def span_columns(tokenizer, text: str, start: int, end: int) -> list[int]:
+    """Columns (77-token sequence, start token at 0) of the characters ``text[start:end]``.
+
+    Works with any tokenizer (no offset mapping needed): the span's columns are what the whole
+    text's ids have beyond the ids of ``text[:start]`` (longest common prefix) and before those of
+    ``text[end:]`` (longest common suffix). A span that merges with a neighbouring letter into
+    one BPE piece (``<dog>s`` -> ``dogs``) gets that piece.
+    """
+    full = tokenizer(text, add_special_tokens=False).input_ids
+    head = tokenizer(text[:start], add_special_tokens=False).input_ids
+    tail = tokenizer(text[end:], add_special_tokens=False).input_ids
+    a = 0
+    while a < min(len(head), len(full)) and head[a] == full[a]:
+        a += 1
+    b = 0
+    while b < min(len(tail), len(full) - a) and tail[-1 - b] == full[-1 - b]:
+        b += 1
+    require(a < len(full) - b, "prompt", f"{text[start:end]!r} gives no token in {text!r}")
+    require(len(full) - b <= tokenizer.model_max_length - 2, "prompt", f"{text[start:end]!r} stands "
+            f"beyond the text encoder's {tokenizer.model_max_length} tokens in {text!r}")
+    return [1 + i for i in range(a, len(full) - b)]  # +1: the start token
+
+
+def aligned_subject_columns(tokenizer, prompt: str, superclasses: dict[str, str]
+                            ) -> tuple[str, list[str], list[list[int]], list[list[int]]]:
+    """SCS's column alignment by position (``method.md`` section 4).
+
+    Returns ``(twin, tokens, columns in prompt, columns in twin)``: for each token present (in
+    order of first appearance), the columns of all its occurrences in ``prompt`` and the columns of
+    the superclass word that replaced exactly those occurrences in the twin prompt. Words are never
+    searched for, so two subjects of one superclass ("<a> and <b>" -> "dog and dog") or a
+    superclass word that also stands elsewhere ("a dog watches a <toy> ride a <dog>") align the
+    right maps.
+    """
+    twin, spans = _superclass_twin(prompt, superclasses)
+    tokens, cols_prompt, cols_twin = [], {}, {}
+    for token, (a, b), (c, d) in spans:
+        if token not in tokens:
+            tokens.append(token)
+        cols_prompt.setdefault(token, []).extend(span_columns(tokenizer, prompt, a, b))
+        cols_twin.setdefault(token, []).extend(span_columns(tokenizer, twin, c, d))
+    return twin, tokens, [cols_prompt[t] for t in tokens], [cols_twin[t] for t in tokens]
 
 
 def word_positions(tokenizer, prompt: str, words: list[str]) -> list[list[int]]:
