@@ -12,6 +12,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.append(_HERE)
 
+from videomage_core.dependencies import missing_message, missing_requirements  # noqa: E402
+
+if missing_requirements():  # said once at start-up; each node's run says it again (nodes/common.py)
+    print(f"[VideoMage] {missing_message(missing_requirements())}", file=sys.stderr, flush=True)
+
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -11,7 +11,8 @@ Standard library only. Examples:
 ``--set NODE.inputs.NAME=VALUE`` (or ``NODE.NAME=VALUE``) overrides an input; VALUE is read as JSON
 when it parses (numbers, true/false, lists), else as a string. ``--ui FILE`` embeds the UI workflow in
 the saved images/videos so that dropping them on ComfyUI restores the graph. Exit status: 0 success,
-1 refused or failed, 2 interrupted, 3 timed out.
+1 refused (the whole prompt, or some of its outputs: ComfyUI then runs only the outputs that validate)
+or failed, 2 interrupted, 3 timed out, 4 no ComfyUI server reachable at --server.
 """
 
 from __future__ import annotations
@@ -266,12 +267,31 @@ def main(argv=None) -> int:
         with open(args.ui) as f:
             workflow = json.load(f)
     client = ComfyClient(args.server)
+    try:
+        return run(client, prompt, workflow, args)
+    except urllib.error.HTTPError:
+        raise  # the server answered: not a connection problem
+    except (ConnectionError, TimeoutError, socket.gaierror, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", None) or exc  # refused, reset, unreachable, unknown host
+        print(f"cannot reach a ComfyUI server at {client.base} ({reason}); start ComfyUI or pass --server "
+              "HOST:PORT", file=sys.stderr)
+        return 4
+
+
+def run(client: ComfyClient, prompt: dict, workflow: dict | None, args) -> int:
+    """Queue, follow, report and download; returns the exit status."""
     ws = client.connect()
+    partly_refused = ""
     try:
         status, body = client.queue(prompt, workflow)
         if status != 200:
             print(f"refused (HTTP {status}):\n{format_errors(body)}", file=sys.stderr)
             return 1
+        if body.get("node_errors"):
+            # accepted, but ComfyUI dropped the outputs whose inputs failed validation: say which and why,
+            # let the valid outputs run, and fail at the end
+            partly_refused = format_errors({"node_errors": body["node_errors"]})
+            print(f"partly refused: these outputs will not run:\n{partly_refused}", file=sys.stderr)
         prompt_id = body["prompt_id"]
         print(f"queued {prompt_id}")
         titles = {k: (v.get("_meta") or {}).get("title", v["class_type"]) for k, v in prompt.items()}
@@ -309,6 +329,9 @@ def main(argv=None) -> int:
             print(f"[{node_id} {titles.get(node_id, '')}] {text}")
     for item in output_files(entry):
         print(f"downloaded {client.download(item, args.out)}")
+    if partly_refused:
+        print(f"refused outputs (nothing was produced for them):\n{partly_refused}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,8 +14,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 # Core ComfyUI nodes used by the bundled workflows, as INPUT_TYPES / RETURN_TYPES in ComfyUI
-# 0.3.64 (nodes.py, comfy_extras/nodes_images.py). The real-server test checks them against
-# /object_info.
+# 0.3.64 (nodes.py, comfy_extras/nodes_images.py). The real-server test checks their widgets against
+# /object_info. ComfyUI 0.33.0 has the same widgets but other display names ("Save Animated WEBP",
+# "Stitch Images"; the frontend writes them into `_meta.title`) and gives SaveAnimatedWEBP an IMAGE
+# output; the browser test compares titles with the running server's display names.
 CORE_NODES = {
     "PreviewImage": {"input": {"required": {"images": ("IMAGE",)}}, "output": (), "display": "Preview Image"},
     "SaveAnimatedWEBP": {

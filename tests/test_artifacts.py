@@ -111,3 +111,22 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_pa
         atomic_write(path, half_then_fail)
     assert json.loads(path.read_text()) == {"a": 1}
     assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
+
+
+def test_written_files_take_the_users_umask_not_the_temporary_files_0600(tmp_path):
+    import os
+
+    from videomage_core.artifacts import atomic_save_safetensors
+    from videomage_core.atomic import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        text = atomic_write_text(tmp_path / "a.txt", "x")
+        tensors = atomic_save_safetensors({"w": torch.zeros(2)}, tmp_path / "b.safetensors", {"k": "v"})
+        os.umask(0o002)
+        shared = atomic_write_text(tmp_path / "c.txt", "x")
+    finally:
+        os.umask(old)
+    assert (text.stat().st_mode & 0o777) == 0o640  # 0666 less 027, as open(path, "w") would give
+    assert (Path(tensors).stat().st_mode & 0o777) == 0o640
+    assert (shared.stat().st_mode & 0o777) == 0o664

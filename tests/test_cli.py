@@ -20,10 +20,22 @@ def test_every_command_has_help(command, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-def test_module_entry_point_runs():
+def test_module_entry_point_runs_from_any_folder(tmp_path):
+    """`make` installs the engine into the venv: `python -m videomage_core` is not tied to the repository root."""
     out = subprocess.run([sys.executable, "-m", "videomage_core", "--help"], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0 and "train-subject" in out.stdout
+                         timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and "train-subject" in out.stdout, out.stderr
+
+
+def test_the_builtin_model_has_its_node_name_on_the_command_line(tmp_path, monkeypatch):
+    from videomage_core.cli import _load
+    from videomage_core.pretrained import SHAPESWORLD_DIR
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["sample", "--model", "shapesworld_builtin", "--subject", "s.safetensors",
+                                      "--prompt", "a <s>", "--out", "x.webp", "--dtype", "fp32"])
+    model = _load(args)
+    assert model.path == str(SHAPESWORLD_DIR)
 
 
 def test_cli_pipeline_and_clear_errors(tiny_model_dir, tmp_path, capsys):

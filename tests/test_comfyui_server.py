@@ -74,6 +74,7 @@ class Server:
         self.proc = None
         self.port = None
         self.log_path = work / "server.log"
+        self.version = f"ComfyUI at {root} (not started)"
 
     def start(self, timeout: float = 120.0):
         self.port = free_port()
@@ -109,11 +110,24 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/system_stats", timeout=2).read()
+                url = f"http://127.0.0.1:{self.port}/system_stats"
+                stats = json.loads(urllib.request.urlopen(url, timeout=2).read())
+                version = stats["system"].get("comfyui_version", "?")
+                self.version = f"ComfyUI {version} (frontend {self.frontend()})"
                 return self
             except OSError:
                 time.sleep(0.5)
         raise RuntimeError(f"ComfyUI did not answer within {timeout} s:\n{self.tail()}")
+
+    def frontend(self) -> str:
+        """The installed frontend package's version (what the browser test drives)."""
+        code = "import importlib.metadata as m; print(m.version('comfyui-frontend-package'))"
+        try:
+            cmd = [comfy_python(self.root), "-c", code]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            return done.stdout.strip() or "?"
+        except (OSError, subprocess.SubprocessError):
+            return "?"
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -159,6 +173,13 @@ def server(work):
     s = Server(COMFY_ROOT, work).start()
     yield s
     s.stop()
+
+
+@pytest.fixture(autouse=True)
+def against(server):
+    """Every test says which ComfyUI it ran against (``pytest -rA`` shows it; a failure report too)."""
+    print(f"against {server.version} at {server.root}")
+    return server.version
 
 
 QUICK_START = "videomage_quick_start_shapesworld"

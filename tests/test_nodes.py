@@ -119,6 +119,18 @@ def test_root_package_imports_without_comfy():
     assert set(mod.NODE_CLASS_MAPPINGS) == set(mod.NODE_DISPLAY_NAME_MAPPINGS)
 
 
+def test_nodes_with_a_ui_result_keep_it_when_cached(N):
+    """ComfyUI >= 0.3.68 re-sends a cached node's UI (preview, status text) only for output nodes and nodes
+    with HAS_INTERMEDIATE_OUTPUT (0.19.0's flag); without it a re-queued training shows nothing."""
+    import inspect
+
+    with_ui = [name for name, cls in N.items() if "ui_result(" in inspect.getsource(getattr(cls, cls.FUNCTION))]
+    assert len(with_ui) >= 5, with_ui  # train subject, train motion, fuse, sampler, the loaders
+    missing = [n for n in with_ui if not (getattr(N[n], "OUTPUT_NODE", False)
+                                          or getattr(N[n], "HAS_INTERMEDIATE_OUTPUT", False))]
+    assert not missing, missing
+
+
 def test_every_input_has_a_tooltip_and_category(N):
     for name, cls in N.items():
         assert cls.CATEGORY.startswith("VideoMage"), name

@@ -5,18 +5,36 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it; Linux also lists it in
+    /proc/self/status, but this works everywhere)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Create ``path``'s folder, let ``write`` fill a temporary file beside it, then move it into place."""
+    """Create ``path``'s folder, let ``write`` fill a temporary file beside it, then move it into place.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask), not the
+    temporary file's private 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # after writing: some writers (safetensors) replace the file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -33,3 +33,11 @@ def is_builtin(model) -> bool:
 def builtin_model_folders() -> dict[str, Path]:
     """Name -> folder of every built-in model present (what the Load Model node offers)."""
     return {BUILTIN_NAME: SHAPESWORLD_DIR} if (SHAPESWORLD_DIR / "model_index.json").is_file() else {}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A model argument as a folder: the built-in model's name (as the Load Model node lists it) gives
+    its folder, unless a folder of that name exists where the user stands; anything else is a path."""
+    if name_or_path in (BUILTIN_NAME, "builtin") and not Path(name_or_path).exists():
+        return str(shapesworld_model_dir())
+    return name_or_path
