@@ -20,6 +20,18 @@ def test_every_command_has_help(command, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_flag_says_what_it_does_and_its_default(command):
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    text = sub.format_help()
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{command} {action.option_strings[-1]} has no help"
+            if action.default not in (None, False) and not action.required:
+                assert f"(default: {action.default})" in " ".join(text.split()), (command, action.dest)
+
+
 def test_module_entry_point_runs_from_any_folder(tmp_path):
     """`make` installs the engine into the venv: `python -m videomage_core` is not tied to the repository root."""
     out = subprocess.run([sys.executable, "-m", "videomage_core", "--help"], capture_output=True, text=True,
@@ -67,13 +79,13 @@ def test_cli_pipeline_and_clear_errors(tiny_model_dir, tmp_path, capsys):
     # clear errors, exit code 2, nothing written
     assert main(["sample", "--model", str(tiny_model_dir), "--subject", str(sub), "--motion", str(mot),
                  "--prompt", "A toy jumps", "--out", str(tmp_path / "x.webp")]) == 2
-    assert "prompt: the prompt 'A toy jumps' does not contain the tokens ['<toy>']" in capsys.readouterr().err
+    assert "--prompt: the prompt 'A toy jumps' does not contain the tokens ['<toy>']" in capsys.readouterr().err
     assert main(["sample", "--model", str(tiny_model_dir), "--subject", str(mot), "--prompt", "A <toy>",
                  "--out", str(tmp_path / "x.webp")]) == 2
     assert "--subject: 'mot.safetensors' holds a motion, expected a subject" in capsys.readouterr().err
     assert main(["train-subject", "--model", str(tmp_path / "nope"), "--images", str(imgs), "--token", "<t>",
                  "--superclass", "toy", "--out", str(tmp_path / "y.safetensors")]) == 2
-    assert "model_path: no model folder" in capsys.readouterr().err
+    assert "error: --model: no model folder" in capsys.readouterr().err  # the flag typed, not `model_path`
     assert not (tmp_path / "x.webp").exists() and not (tmp_path / "y.safetensors").exists()
     # flags checked before any model loads or any training starts
     sample = ["sample", "--model", str(tiny_model_dir), "--subject", str(sub), "--prompt", "A <toy>"]

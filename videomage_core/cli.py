@@ -17,6 +17,15 @@ def terminal_progress(info) -> None:
     print(f"\r[{info.stage}] {info.step}/{info.total} loss {info.loss:.4f} {parts}   ", end=end, flush=True)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's help ends with its default, where it has one."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, argparse.SUPPRESS) or not action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -32,22 +41,23 @@ def _model_args(p):
                    help="auto: bf16 on a GPU with native bf16, else fp16 (training scales its loss), "
                    "fp32 on the CPU")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (same seed, same result)")
     p.add_argument("--size", type=_size, help="WIDTHxHEIGHT, multiples of 8 (default: the model's own, "
                    "videomage.json, else 576x320)")
 
 
 def _train_args(p, steps=300):
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--rank", type=int, default=4)
-    p.add_argument("--lr-lora", type=float, default=1e-4)
+    p.add_argument("--steps", type=int, default=steps, help="optimiser steps (with --checkpoint, more steps "
+                   "continue a finished run)")
+    p.add_argument("--rank", type=int, default=4, help="LoRA rank")
+    p.add_argument("--lr-lora", type=float, default=1e-4, help="LoRA learning rate")
     p.add_argument("--checkpoint", help="checkpoint file to resume from / write to (every 50 steps, on "
                    "cancel and on Ctrl-C; train-motion also writes FILE.inversion for its textual inversion); "
                    "a file that is not this run's checkpoint is refused, never overwritten")
     p.add_argument("--gradient-checkpointing", nargs="?", const="on", default="auto",
                    choices=["auto", "on", "off"],
-                   help="recompute activations in the backward (less GPU memory, slower, same result); auto "
-                   "(default): on when the memory estimate says the step would not fit the GPU")
+                   help="recompute activations in the backward (less GPU memory, slower, same result); auto: "
+                   "on when the memory estimate says the step would not fit the GPU")
     p.add_argument("--out", required=True, help="output .safetensors file")
 
 
@@ -57,56 +67,60 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "of text-to-video diffusion models")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("tiny-model", help="build a tiny random ZeroScope-layout model folder")
-    p.add_argument("folder")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("tiny-model", formatter_class=_Help, help="build a tiny random ZeroScope-layout model folder")
+    p.add_argument("folder", help="folder to create (refused if it holds something else)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
 
-    p = sub.add_parser("train-subject", help="learn a subject (token + spatial LoRA) from 3-5 images")
+    p = sub.add_parser("train-subject", formatter_class=_Help, help="learn a subject (token + spatial LoRA) from 3-5 images")
     _model_args(p)
     _train_args(p)
     p.add_argument("--images", nargs="+", required=True, help="image files or a folder (alpha = mask)")
     p.add_argument("--token", required=True, help="new token, e.g. '<my_toy>'")
     p.add_argument("--superclass", required=True, help="its class word, e.g. 'toy'")
-    p.add_argument("--lr-token", type=float, default=1e-3)
-    p.add_argument("--lambda1", type=float, default=0.25)
+    p.add_argument("--lr-token", type=float, default=1e-3, help="the token's learning rate")
+    p.add_argument("--lambda1", type=float, default=0.25, help="weight of L_reg (prior preservation)")
     p.add_argument("--aux-video", nargs=2, action="append", metavar=("VIDEO", "CAPTION"),
                    help="auxiliary video + caption for L_reg (repeatable); default: prior videos")
-    p.add_argument("--cache-dir", default="outputs/cache")
+    p.add_argument("--cache-dir", default="outputs/cache", help="where generated prior videos are cached")
 
-    p = sub.add_parser("train-motion", help="learn a motion (temporal LoRA) from a reference video")
+    p = sub.add_parser("train-motion", formatter_class=_Help, help="learn a motion (temporal LoRA) from a reference video")
     _model_args(p)
     _train_args(p)
     p.add_argument("--video", required=True, help="folder of frames or animated GIF/WEBP")
     p.add_argument("--prompt", required=True, help="motion prompt, e.g. 'a person riding a horse'")
     p.add_argument("--subjects", required=True, help="reference subjects' words, e.g. 'person,horse'")
     p.add_argument("--masks", nargs="*", help="one mask image per subject for the chosen frame")
-    p.add_argument("--frame-index", type=int)
+    p.add_argument("--frame-index", type=int, help="frame for the reference subjects' textual inversion "
+                   "(default: the middle one)")
     p.add_argument("--frames", type=int, help="frames sampled uniformly over the clip (a shorter clip "
                    "is used whole); default: the model's own, else 24 (ZeroScope)")
-    p.add_argument("--omega", type=float, default=0.5)
-    p.add_argument("--inversion-steps", type=int, default=300)
-    p.add_argument("--lr-token", type=float, default=1e-3)
+    p.add_argument("--omega", type=float, default=0.5, help="appearance-free target's weight (0: the plain "
+                   "loss, the 'w/o L_mot' ablation)")
+    p.add_argument("--inversion-steps", type=int, default=300, help="textual-inversion steps of the reference "
+                   "subjects")
+    p.add_argument("--lr-token", type=float, default=1e-3, help="the reference tokens' learning rate")
 
-    p = sub.add_parser("fuse", help="fuse 2+ subjects into one LoRA (L_fusion + lambda2 L_attn)")
+    p = sub.add_parser("fuse", formatter_class=_Help, help="fuse 2+ subjects into one LoRA (L_fusion + lambda2 L_attn)")
     _model_args(p)
     _train_args(p)
     p.add_argument("--subject", action="append", required=True, help="subject .safetensors (2+)")
-    p.add_argument("--lambda2", type=float, default=0.6)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--generation-steps", type=int, default=25)
-    p.add_argument("--cache-dir", default="outputs/cache")
+    p.add_argument("--lambda2", type=float, default=0.6, help="weight of L_attn (0: the 'w/o L_attn' ablation)")
+    p.add_argument("--frames", type=int, default=8, help="frames of each generated and CutMix video")
+    p.add_argument("--generation-steps", type=int, default=25, help="DDIM steps of the generated videos")
+    p.add_argument("--cache-dir", default="outputs/cache", help="where generated videos are cached")
 
-    p = sub.add_parser("sample", help="generate a video with SCS (or w/o SCS)")
+    p = sub.add_parser("sample", formatter_class=_Help, help="generate a video with SCS (or w/o SCS)")
     _model_args(p)
     p.add_argument("--subject", required=True, help="(fused) subject .safetensors")
     p.add_argument("--motion", help="motion .safetensors (required for SCS)")
     p.add_argument("--prompt", required=True, help="prompt with the tokens, e.g. 'A <toy> rides a <dog>'")
-    p.add_argument("--mode", default="scs", choices=["scs", "wo_scs"])
+    p.add_argument("--mode", default="scs", choices=["scs", "wo_scs"],
+                   help="scs: Algorithm 1; wo_scs: both LoRAs at once, plain sampling (the ablation)")
     p.add_argument("--frames", type=int, help="default: the motion's (what it was trained on), else the "
                    "model's own, else 24 (the paper)")
     p.add_argument("--steps", type=int, help="DDIM steps; default: the model's own, else 50 (the paper)")
     p.add_argument("--cfg", type=float, help="default: the model's own, else 9.0 (the paper)")
-    p.add_argument("--tau", type=int, default=15)
+    p.add_argument("--tau", type=int, default=15, help="guided steps (the first tau of the DDIM steps)")
     p.add_argument("--alpha", type=float, help="SCS step size alpha_0; default: the model's scs_alpha, else "
                    "1e4 (the paper); with --step-mode normalized the relative step ||step||/||x|| (default "
                    "the model's scs_relative_step, else 0.02)")
@@ -115,18 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "normalized: alpha_t is the relative step at any size")
     p.add_argument("--scs-gradient-checkpointing", action="store_true",
                    help="recompute the guided pass's activations in its backward (less memory, slower)")
-    p.add_argument("--beta-s", type=float, default=0.5)
-    p.add_argument("--beta-m", type=float, default=0.5)
-    p.add_argument("--noise-prior-beta", type=float, default=0.3)
-    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--beta-s", type=float, default=0.5, help="weight of the subject branch's prediction")
+    p.add_argument("--beta-m", type=float, default=0.5, help="weight of the motion branch's prediction")
+    p.add_argument("--noise-prior-beta", type=float, default=0.3, help="share of the inverted reference in "
+                   "the initial noise (0: plain noise)")
+    p.add_argument("--fps", type=float, default=8.0, help="frame rate of the written animation")
     p.add_argument("--out", required=True, help="output .webp or .gif")
 
-    p = sub.add_parser("demo", help="the whole pipeline on built-in inputs (no download)")
-    p.add_argument("--out", default="outputs/demo")
+    p = sub.add_parser("demo", formatter_class=_Help, help="the whole pipeline on built-in inputs (no download)")
+    p.add_argument("--out", default="outputs/demo", help="output folder")
     p.add_argument("--scale", default="demo", choices=["demo", "test"],
                    help="'test' runs in seconds (tiny steps); 'demo' takes a few minutes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", help="model folder (default: the built-in ShapesWorld model)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs and of every random draw")
+    p.add_argument("--model", help="model folder or 'shapesworld_builtin' (default: the built-in model)")
     return parser
 
 
@@ -281,13 +296,36 @@ def run(args) -> int:
     return 0
 
 
+# engine input names that are not the flag's own name
+FLAG_OF_INPUT = {"model_path": "--model", "width": "--size", "height": "--size", "reference_words": "--subjects",
+                 "motion_prompt": "--prompt", "subjects": "--subject", "aux_videos": "--aux-video",
+                 "alpha": "--alpha", "noise_prior_beta": "--noise-prior-beta"}
+
+
+def user_error(exc: Exception, flags: dict[str, str]) -> str:
+    """An engine error in the user's words: its input named as the flag they typed (``--model``, not
+    ``model_path``), where there is one. ``flags``: the command's option dests -> their flag."""
+    name = getattr(exc, "input_name", None)
+    text = str(exc)
+    if not name or not text.startswith(f"{name}: "):
+        return text
+    base = name.split("[")[0].split(" ")[0]  # 'subjects[1]' -> 'subjects'
+    flag = FLAG_OF_INPUT.get(base) or flags.get(base)
+    if flag is None:
+        return text
+    return f"{flag}{name[len(base):]}: {text[len(name) + 2:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = parser._subparsers._group_actions[0].choices[args.command]
+    flags = {a.dest: a.option_strings[-1] for a in command._actions if a.option_strings}
     started = time.perf_counter()
     try:
         code = run(args)
     except (VideoMageInputError, IncompatibleArtifactError, NonFiniteLossError) as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+        print(f"\nerror: {user_error(exc, flags)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, TrainingCancelled) as exc:
         ckpt = getattr(args, "checkpoint", None)
