@@ -19,15 +19,20 @@ SUPER = {"<toy>": "toy", "<dog>": "dog"}
 PROMPT = "A <toy> rides a <dog>"
 
 
-@pytest.fixture()
-def custom(model):
+def _customize(model, lora_scale: float):
+    """The two tokens, a spatial 'sub' and a temporal 'mot' adapter with random B of ``lora_scale``."""
     add_token(model, "<toy>", init_word="toy")
     add_token(model, "<dog>", init_word="dog")
     inject_lora(model, "sub", "spatial")
     inject_lora(model, "mot", "temporal")
-    randomize_lora_b(model, "sub", 0.05, seed=1)
-    randomize_lora_b(model, "mot", 0.05, seed=2)
+    randomize_lora_b(model, "sub", lora_scale, seed=1)
+    randomize_lora_b(model, "mot", lora_scale, seed=2)
     return model
+
+
+@pytest.fixture()
+def custom(model):
+    return _customize(model, 0.05)
 
 
 def test_plain_sampler_equals_diffusers_pipeline(model, tiny_model_dir):
@@ -422,15 +427,9 @@ def test_normalized_step_is_one_relative_step_at_any_size(custom):
 def _fp_model(tiny_model_dir, dtype):
     from videomage_core.model import load_model
 
-    m = load_model(tiny_model_dir, dtype=dtype)
-    add_token(m, "<toy>", init_word="toy")
-    add_token(m, "<dog>", init_word="dog")
-    inject_lora(m, "sub", "spatial")
-    inject_lora(m, "mot", "temporal")
     # LoRAs far enough apart that the branches' maps differ by much more than fp16's rounding of
     # them (with B ~ 0.05 the two branches' SCA maps differ by about fp16's own rounding error)
-    randomize_lora_b(m, "sub", 0.3, seed=1)
-    randomize_lora_b(m, "mot", 0.3, seed=2)
+    m = _customize(load_model(tiny_model_dir, dtype=dtype), 0.3)
     twin, _, cols_s, cols_m = aligned_subject_columns(m.tokenizer, PROMPT, SUPER)
     branches = _Branch(m, "sub", PROMPT, cols_s, ""), _Branch(m, "mot", twin, cols_m, "")
     return (m, *branches, AttentionRecorder(m.unet))
