@@ -168,7 +168,9 @@ def check_output(args) -> None:
 
 
 def _checkpointing(args):
-    return {"auto": "auto", "on": True, "off": False}[args.gradient_checkpointing]
+    from .preflight import parse_checkpointing
+
+    return parse_checkpointing(args.gradient_checkpointing)
 
 
 def _preflight(model, stage, settings, input_name="--gradient-checkpointing", **shape):
