@@ -54,36 +54,35 @@ def SIZE(default, what, tooltip_extra=""):
     )
 
 
-def check_spec(node_cls, name: str, value):
-    """Redo ComfyUI's own range / list check for an input that VALIDATE_INPUTS takes over
-    (ComfyUI skips its checks for those). Returns an error string or None."""
-    spec = {**node_cls.INPUT_TYPES().get("required", {}), **node_cls.INPUT_TYPES().get("optional", {})}[name]
-    kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
-    if isinstance(kind, list):
-        if value not in kind:
-            return f"{name}: '{value}' is not one of {kind if len(kind) <= 20 else f'{len(kind)} choices'}"
-        return None
-    if kind in ("INT", "FLOAT"):
-        if "min" in opts and value < opts["min"]:
-            return f"{name}: {value} is smaller than the minimum {opts['min']}"
-        if "max" in opts and value > opts["max"]:
-            return f"{name}: {value} is bigger than the maximum {opts['max']}"
-    return None
-
-
 def first_error(*checks):
-    """``VALIDATE_INPUTS`` result: True, or the first error message."""
+    """``VALIDATE_INPUTS`` result: True, or the first error message.
+
+    ComfyUI shows a ``VALIDATE_INPUTS`` error under *every* input the method takes (execution.py
+    attaches the one result to each of its arguments), so a node's ``VALIDATE_INPUTS`` takes only
+    inputs that all of its errors are about: its ``width``/``height`` pair, or its one file or model
+    name. Checks of its text inputs (token, superclass, prompt, ...) run when the node starts, before
+    any work (:func:`raise_first`), where the sampler's prompt-against-subject check runs too."""
     for c in checks:
         if c:
             return c
     return True
 
 
+def raise_first(*checks) -> None:
+    """Raise the first ``"input: message"`` error as a :class:`VideoMageInputError` for that input."""
+    for c in checks:
+        if c:
+            name, message = c.split(": ", 1)
+            raise VideoMageInputError(name, message)
+
+
 def size_error(width, height) -> str | None:
+    """The ``width``/``height`` pair's one check (multiples of 8 within the widgets' range)."""
     if width is None or height is None:
         return None
-    if int(width) % 8 or int(height) % 8 or int(width) <= 0 or int(height) <= 0:
-        return f"width/height: must be positive multiples of 8, got {width}x{height}"
+    w, h = int(width), int(height)
+    if w % 8 or h % 8 or not (8 <= w <= MAX_SIZE and 8 <= h <= MAX_SIZE):
+        return f"width/height: must be multiples of 8 from 8 to {MAX_SIZE}, got {width}x{height}"
     return None
 
 
@@ -280,6 +279,9 @@ class LiveLoss:
         self.last = 0.0
 
     def __call__(self, info) -> None:
+        if not getattr(info, "has_loss", True):  # a generation stage (prior videos): the bar only
+            self.progress.update(info.stage, info.step, info.total, None)
+            return
         self.losses.setdefault(info.stage, []).append(float(info.loss))
         self.parts.setdefault(info.stage, []).append(dict(info.parts))
         preview = None

@@ -11,7 +11,6 @@ from .common import (
     SIZE,
     artifact_digest,
     cache_folder,
-    check_spec,
     clone,
     display_path,
     first_error,
@@ -113,9 +112,7 @@ class VideoMageFuseSubjects:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width, height):
-        return first_error(
-            check_spec(cls, "width", width), check_spec(cls, "height", height), size_error(width, height)
-        )
+        return first_error(size_error(width, height))
 
     def fuse(
         self,
@@ -139,6 +136,7 @@ class VideoMageFuseSubjects:
         from videomage_core.artifacts import atomic_save_safetensors
         from videomage_core.errors import VideoMageInputError
         from videomage_core.fusion import FusionSettings, fuse_subjects
+        from videomage_core.fusion import generation_steps as generation_steps_of
         from videomage_core.preflight import check_memory, parse_checkpointing
 
         subjects = [subject_1, subject_2] + [
@@ -212,7 +210,8 @@ class VideoMageFuseSubjects:
                     cache_dir=cache_folder(),
                 )
 
-            art = run_engine(fn, "Fuse Subjects", {"fusion": steps})
+            art = run_engine(fn, "Fuse Subjects",
+                             {"fusion_videos": generation_steps_of(settings, n), "fusion": steps})
             frames_list = getattr(art, "cutmix_preview", None) or []
             if frames_list:
                 atomic_save_safetensors(

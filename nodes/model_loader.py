@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from . import comfy_bridge as bridge
-from .common import check_spec, first_error
+from .common import first_error
 from .types import CATEGORY, MODEL
 
 # Built-in models listed as if they were in models/diffusers: name -> folder. The pretrained
@@ -129,17 +129,8 @@ class VideoMageLoadModel:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name, device):
-        err = None
-        if device == "cuda":
-            from videomage_core.errors import VideoMageInputError
-            from videomage_core.model import check_device
-
-            try:
-                check_device(device)
-            except VideoMageInputError as exc:
-                err = f"{exc}; choose auto or cpu"
-        return first_error(check_spec(cls, "device", device), model_error(model_name), err)
+    def VALIDATE_INPUTS(cls, model_name):
+        return first_error(model_error(model_name))
 
     def load(self, model_name, dtype, device):
         import torch
@@ -147,10 +138,12 @@ class VideoMageLoadModel:
         from videomage_core.errors import VideoMageInputError
         from videomage_core.model import choose_dtype, load_model
 
+        from videomage_core.model import check_device
+
         folder = available_models().get(model_name)
         if folder is None:
             raise VideoMageInputError("model_name", model_error(model_name).split(": ", 1)[1])
-        dev = bridge.default_device() if device == "auto" else device
+        dev = bridge.default_device() if device == "auto" else str(check_device(device))
         dtype, reason = choose_dtype(dev, dtype)
         with torch.inference_mode(False):  # weights must not be inference tensors (training needs them)
             model = load_model(folder, dtype=dtype, device=dev)

@@ -11,9 +11,9 @@ from .common import (
     SEED,
     SIZE,
     STR,
-    check_spec,
     clone,
     first_error,
+    raise_first,
     run_engine,
     size_error,
     text_image,
@@ -132,13 +132,8 @@ class VideoMageCollaborativeSampler:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, prompt, width, height):
-        return first_error(
-            prompt_error(prompt),
-            check_spec(cls, "width", width),
-            check_spec(cls, "height", height),
-            size_error(width, height),
-        )
+    def VALIDATE_INPUTS(cls, width, height):
+        return first_error(size_error(width, height))
 
     def sample(
         self,
@@ -167,6 +162,8 @@ class VideoMageCollaborativeSampler:
         from videomage_core.plots import render_loss_curve
         from videomage_core.preflight import check_memory
         from videomage_core.sampling import SampleSettings, SCSSettings, SCSStats
+
+        raise_first(prompt_error(prompt))
 
         settings = SampleSettings(
             frames=frames,

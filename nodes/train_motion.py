@@ -10,11 +10,11 @@ from .common import (
     SEED,
     SIZE,
     STR,
-    check_spec,
     clone,
     display_path,
     first_error,
     loss_image,
+    raise_first,
     request_key,
     run_engine,
     safe_name,
@@ -28,6 +28,18 @@ from .types import CATEGORY, IMAGE, MASK, MODEL, MOTION, STRING
 
 def split_words(text: str) -> list[str]:
     return [w.strip() for w in (text or "").replace(";", ",").split(",") if w.strip()]
+
+
+def motion_prompt_error(motion_prompt) -> str | None:
+    if motion_prompt is None or str(motion_prompt).strip():
+        return None
+    return "motion_prompt: describe the motion, e.g. 'a person riding a horse'"
+
+
+def reference_words_error(reference_words) -> str | None:
+    if reference_words is None or split_words(reference_words):
+        return None
+    return "reference_words: name the reference video's subjects, e.g. 'person, horse'"
 
 
 class VideoMageTrainMotion:
@@ -130,24 +142,8 @@ class VideoMageTrainMotion:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, motion_prompt, reference_words, width, height):
-        mp = (
-            None
-            if motion_prompt is None or str(motion_prompt).strip()
-            else "motion_prompt: describe the motion, e.g. 'a person riding a horse'"
-        )
-        rw = (
-            None
-            if reference_words is None or split_words(reference_words)
-            else "reference_words: name the reference video's subjects, e.g. 'person, horse'"
-        )
-        return first_error(
-            mp,
-            rw,
-            check_spec(cls, "width", width),
-            check_spec(cls, "height", height),
-            size_error(width, height),
-        )
+    def VALIDATE_INPUTS(cls, width, height):
+        return first_error(size_error(width, height))
 
     def train(
         self,
@@ -175,6 +171,7 @@ class VideoMageTrainMotion:
         from videomage_core.motion import MotionSettings, train_motion
         from videomage_core.preflight import check_memory, parse_checkpointing
 
+        raise_first(motion_prompt_error(motion_prompt), reference_words_error(reference_words))
         words = tuple(split_words(reference_words))
         if masks is not None and masks.shape[0] != len(words):
             raise VideoMageInputError(

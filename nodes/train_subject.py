@@ -11,11 +11,11 @@ from .common import (
     SIZE,
     STR,
     cache_folder,
-    check_spec,
     clone,
     display_path,
     first_error,
     loss_image,
+    raise_first,
     request_key,
     run_engine,
     safe_name,
@@ -38,6 +38,12 @@ def token_error(token) -> str | None:
             f"or '-'), got {token!r}"
         )
     return None
+
+
+def superclass_error(superclass) -> str | None:
+    if superclass is None or str(superclass).strip():
+        return None
+    return "superclass: a class word is required (e.g. 'dog' for '<my_dog>')"
 
 
 class VideoMageTrainSubject:
@@ -134,19 +140,8 @@ class VideoMageTrainSubject:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, token, superclass, width, height):
-        sc = (
-            None
-            if superclass is None or str(superclass).strip()
-            else "superclass: a class word is required (e.g. 'dog' for '<my_dog>')"
-        )
-        return first_error(
-            token_error(token),
-            sc,
-            check_spec(cls, "width", width),
-            check_spec(cls, "height", height),
-            size_error(width, height),
-        )
+    def VALIDATE_INPUTS(cls, width, height):
+        return first_error(size_error(width, height))
 
     def train(
         self,
@@ -174,8 +169,9 @@ class VideoMageTrainSubject:
 
         from videomage_core.errors import VideoMageInputError
         from videomage_core.preflight import check_memory, parse_checkpointing
-        from videomage_core.subject import SubjectSettings, train_subject
+        from videomage_core.subject import SubjectSettings, image_count_note, train_subject
 
+        raise_first(token_error(token), superclass_error(superclass))
         settings = SubjectSettings(
             token=token.strip(),
             superclass=superclass.strip(),
@@ -229,13 +225,16 @@ class VideoMageTrainSubject:
                     cache_dir=cache_folder(),
                 )
 
-            return run_engine(fn, f"Train Subject {settings.token}", {"subject": steps})
+            generation = 0 if aux else prior_videos * prior_steps  # cached prior videos: no steps
+            return run_engine(fn, f"Train Subject {settings.token}",
+                              {"prior_videos": generation, "subject": steps})
 
         art, path, status = train_or_load("subject", key, f"subject_{safe_name(settings.token)}", do_train,
                                            model)
         parts = live["callback"].parts.get("subject") if live else None
         curve = loss_image(art, f"Train Subject {settings.token}: {len(art.losses)} steps", status, parts)
-        info = f"{art!r}\n{status}\nfile: {display_path(path)}"
+        note = image_count_note(images.shape[0])
+        info = f"{art!r}\n{status}\nfile: {display_path(path)}" + (f"\n{note}" if note else "")
         return ui_result((art, curve, info), info, curve)
 
 

@@ -300,6 +300,12 @@ def _errors(result) -> str:
     return json.dumps(result.get("body") or result.get("error"))
 
 
+def _shown_under(result, node_id) -> list[str]:
+    """The inputs ComfyUI lists a refused node's errors under (the frontend marks each)."""
+    errors = result["body"]["node_errors"][node_id]["errors"]
+    return sorted(e["extra_info"]["input_name"] for e in errors)
+
+
 def test_broken_prompts_are_refused_clearly(server):
     client = server.client()
     p = api("videomage_sample_saved")
@@ -309,18 +315,21 @@ def test_broken_prompts_are_refused_clearly(server):
     r = run(client, bad)
     assert r["status"] == "refused" and r["http"] == 400 and "multiples of 8" in _errors(r)
     assert "custom_validation_failed" in _errors(r)
+    # shown under exactly the inputs it is about
+    assert _shown_under(r, sampler) == ["height", "width"], r["body"]["node_errors"]
 
     bad = api("videomage_train_subject")
     trainer = next(k for k, v in bad.items() if v["class_type"] == "VideoMageTrainSubject")
     bad[trainer]["inputs"]["token"] = "toy"
-    r = run(client, bad)
-    assert r["status"] == "refused" and "token:" in _errors(r)
+    r = run(client, bad)  # a text input: checked when the node starts, before any training
+    assert r["status"] == "error" and r["error"]["exception_message"].startswith("token: expected"), r
 
     bad = json.loads(json.dumps(p))
     loader = next(k for k, v in bad.items() if v["class_type"] == "VideoMageLoadModel")
     bad[loader]["inputs"]["model_name"] = "not_there"
     r = run(client, bad)
     assert r["status"] == "refused" and "models/diffusers" in _errors(r)
+    assert _shown_under(r, loader) == ["model_name"], r["body"]["node_errors"]  # not again under device
 
     bad = json.loads(json.dumps(p))
     subj = next(k for k, v in bad.items() if v["class_type"] == "VideoMageLoadSubject")

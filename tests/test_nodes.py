@@ -142,12 +142,51 @@ def test_every_input_has_a_tooltip_and_category(N):
         assert hasattr(cls, cls.FUNCTION)
 
 
+# bad values for every input some node's VALIDATE_INPUTS takes (a new one fails here until it is listed)
+BAD_INPUTS = {
+    "width": [60, 0, 5000],
+    "height": [60, 4],
+    "model_name": ["nope"],
+    "filename_prefix": ["../escape", "/abs/path"],
+    "subject_file": ["../../etc/passwd", "videomage/none.safetensors"],
+    "motion_file": ["../../etc/passwd", "videomage/none.safetensors"],
+}
+GOOD_INPUTS = {"width": 64, "height": 64}
+
+
+def test_a_validation_error_is_about_every_input_comfyui_shows_it_under(N, env):
+    """ComfyUI shows a VALIDATE_INPUTS error under every argument of VALIDATE_INPUTS (execution.py attaches
+    the one result to each), so each error must name exactly those inputs: a missing model under
+    ``model_name`` alone, not again under ``device``; a size error under ``width`` and ``height``."""
+    import inspect
+
+    checked = 0
+    for name, cls in N.items():
+        validate = getattr(cls, "VALIDATE_INPUTS", None)
+        if validate is None:
+            continue
+        args = list(inspect.signature(validate).parameters)
+        for arg in args:
+            for value in BAD_INPUTS[arg]:
+                msg = validate(**{**{a: GOOD_INPUTS.get(a) for a in args}, arg: value})
+                assert isinstance(msg, str), f"{name}: {arg}={value!r} passed validation"
+                named = msg.split(":", 1)[0].split("/")
+                assert sorted(named) == sorted(args), f"{name}: shown under {args}, says {msg!r}"
+                checked += 1
+    assert checked >= 15
+
+
 def test_load_model_lists_models_and_validates(N, env):
     cls = N["VideoMageLoadModel"]
     assert "zeroscope_v2_576w" in cls.INPUT_TYPES()["required"]["model_name"][0]
-    assert cls.VALIDATE_INPUTS("zeroscope_v2_576w", "auto") is True
-    msg = cls.VALIDATE_INPUTS("nope", "auto")
+    assert cls.VALIDATE_INPUTS("zeroscope_v2_576w") is True
+    msg = cls.VALIDATE_INPUTS("nope")
     assert msg.startswith("model_name:") and "models/diffusers" in msg
+    if not torch.cuda.is_available():  # no GPU: the node says so for its device input, when it runs
+        from videomage_core.errors import VideoMageInputError
+
+        with pytest.raises(VideoMageInputError, match="^device: 'cuda' was asked for"):
+            cls().load("zeroscope_v2_576w", "auto", "cuda")
 
 
 def test_builtin_model_hook(N, env, tmp_path):
@@ -179,8 +218,8 @@ def test_builtin_model_is_listed_and_is_the_default(N, env, shapesworld, monkeyp
     assert {"shapesworld_builtin", "zeroscope_v2_576w"} <= set(names)
     assert opts["default"] == "shapesworld_builtin" and "shapesworld_builtin" in opts["tooltip"]
     assert "shapesworld_builtin" in cls.DESCRIPTION and "CPU" in cls.DESCRIPTION
-    assert cls.VALIDATE_INPUTS("shapesworld_builtin", "auto") is True
-    msg = cls.VALIDATE_INPUTS("nope", "auto")
+    assert cls.VALIDATE_INPUTS("shapesworld_builtin") is True
+    msg = cls.VALIDATE_INPUTS("nope")
     assert msg.startswith("model_name:") and "models/diffusers" in msg and "'shapesworld_builtin'" in msg
     loaded = cls().load("shapesworld_builtin", "auto", "cpu")[0]
     assert loaded.settings["width"] == loaded.settings["height"] == 32
@@ -189,7 +228,7 @@ def test_builtin_model_is_listed_and_is_the_default(N, env, shapesworld, monkeyp
     monkeypatch.setattr(pretrained, "SHAPESWORLD_DIR", tmp_path / "absent")  # installed without it
     names, opts = cls.INPUT_TYPES()["required"]["model_name"]
     assert "shapesworld_builtin" not in names and "default" not in opts
-    msg = cls.VALIDATE_INPUTS("shapesworld_builtin", "auto")
+    msg = cls.VALIDATE_INPUTS("shapesworld_builtin")
     assert msg.startswith("model_name:") and "built-in 'shapesworld_builtin' is missing" in msg
 
 
@@ -210,13 +249,21 @@ def test_train_subject_saves_then_reuses(N, model, env):
     assert not list((env / "output" / "loras" / "videomage").glob(".*"))
 
 
-def test_train_subject_validation(N):
+def test_train_subject_validation(N, model):
+    from videomage_core.errors import VideoMageInputError
+
     cls = N["VideoMageTrainSubject"]
-    assert cls.VALIDATE_INPUTS("<toy>", "toy", 64, 64) is True
-    assert cls.VALIDATE_INPUTS("toy", "toy", 64, 64).startswith("token:")
-    assert cls.VALIDATE_INPUTS("<toy>", " ", 64, 64).startswith("superclass:")
-    assert "multiples of 8" in cls.VALIDATE_INPUTS("<toy>", "toy", 60, 64)
-    assert cls.VALIDATE_INPUTS("<toy>", "toy", 0, 64).startswith("width:")
+    assert cls.VALIDATE_INPUTS(64, 64) is True
+    assert cls.VALIDATE_INPUTS(60, 64).startswith("width/height:") and "multiples of 8" in cls.VALIDATE_INPUTS(60, 64)
+    assert cls.VALIDATE_INPUTS(0, 64).startswith("width/height:")
+    # text inputs are checked when the node starts, before any work, and name their own input
+    with pytest.raises(VideoMageInputError, match="^token:"):
+        _subject(N, model, token="toy")
+    with pytest.raises(VideoMageInputError, match="^superclass:"):
+        _subject(N, model, superclass=" ")
+    imgs = N["VideoMageShapesWorldSubject"]().draw("star", "red", "stripes", 2, 64, 64, 0)[0]
+    info = _subject(N, model, token="<two>", images=imgs, masks=None)["result"][2]
+    assert "note: 2 image(s); the paper learns a subject from 3-5" in info  # the docs' 3-5, checked
 
 
 def test_train_subject_errors_name_the_input(N, model):
@@ -306,7 +353,8 @@ def test_motion_fuse_sample_and_artifact_io(N, model, env):
         _run(sampler, mode="SCS", **common)
     with pytest.raises(VideoMageInputError, match="^prompt:"):
         _run(sampler, mode="SCS", motion=motion, **{**common, "prompt": "a <toy> alone"})
-    assert N["VideoMageCollaborativeSampler"].VALIDATE_INPUTS("a toy", 64, 64).startswith("prompt:")
+    with pytest.raises(VideoMageInputError, match="^prompt: 'a toy' has no subject token"):
+        _run(sampler, mode="SCS", motion=motion, **{**common, "prompt": "a toy"})
 
     save = N["VideoMageSaveMotion"]()
     r1 = save.save(motion=motion, filename_prefix="mine/walk")

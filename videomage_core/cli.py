@@ -11,10 +11,16 @@ from .errors import (IncompatibleArtifactError, NonFiniteLossError, TrainingCanc
 
 
 def terminal_progress(info) -> None:
-    """Print one updating line per stage: ``[subject] 120/300 loss 0.1234``."""
-    parts = " ".join(f"{k} {v:.4f}" for k, v in info.parts.items())
+    """Print one updating line per stage: ``[subject] 120/300 loss 0.1234 L_sub 0.1 L_reg 0.02``, or
+    ``[prior_videos] 30/100 1.2 s/step`` for a generation stage. Losses keep 4 significant digits
+    (L_fusion is about 1e-5)."""
+    if info.has_loss:
+        parts = " ".join(f"{k} {float(v):.4g}" for k, v in info.parts.items())
+        text = f"loss {info.loss:.4g} {parts}"
+    else:
+        text = f"{info.seconds:.2f} s/step"
     end = "\n" if info.step == info.total else ""
-    print(f"\r[{info.stage}] {info.step}/{info.total} loss {info.loss:.4f} {parts}   ", end=end, flush=True)
+    print(f"\r[{info.stage}] {info.step}/{info.total} {text}   ", end=end, flush=True)
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -210,10 +216,13 @@ def run(args) -> int:
     check_output(args)
     if args.command == "train-subject":
         from .data import load_image_files
-        from .subject import SubjectSettings, train_subject
+        from .subject import SubjectSettings, image_count_note, train_subject
         from .video_io import load_video
 
         images, masks = load_image_files(args.images, "--images")
+        note = image_count_note(images.shape[0])
+        if note:
+            print(note, file=sys.stderr)
         model = _load(args)
         width, height = _size_for(args, model)
         aux = [(load_video(v, "--aux-video"), c) for v, c in (args.aux_video or [])]

@@ -27,7 +27,7 @@ from .lora import (adapters_active, average_of_deltas, delete_lora, load_lora_st
 from .losses import attention_mask_loss, attention_objective, fusion_loss, normalize_map
 from .sampling import SampleSettings, ddim_sample
 from .tokens import word_positions
-from .training import LossScale, ParamGroup, run_key, run_training
+from .training import LossScale, ParamGroup, run_key, run_training, within
 
 
 @dataclass
@@ -75,8 +75,16 @@ def attention_mask(maps: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return (normalize_map(m) >= threshold).float()
 
 
-def _generate_subject_videos(model, adapter, token, settings, cache_dir, cancel):
-    """Videos of one subject model from its prompt, and masks from its own token attention."""
+def generation_steps(settings, subjects: int) -> int:
+    """How many sampling steps fusion's data takes (its ``fusion_videos`` progress stage): each
+    subject's videos, and the CutMix background when L_attn is on."""
+    videos = subjects * settings.videos_per_subject + (1 if settings.lambda2 > 0 else 0)
+    return videos * settings.generation_steps
+
+
+def _generate_subject_videos(model, adapter, token, settings, cache_dir, cancel, progress=None):
+    """Videos of one subject model from its prompt, and masks from its own token attention.
+    ``progress(v)``: the callback for video ``v``'s sampling steps."""
     prompt = settings.subject_prompt.format(token=token)
     col = word_positions(model.tokenizer, prompt, [token])[0]
     recipe = {"base": model.fingerprint, "adapter_state": adapter["digest"], "prompt": prompt,
@@ -98,7 +106,7 @@ def _generate_subject_videos(model, adapter, token, settings, cache_dir, cancel)
                     acc.append(rec.spatial_maps()[1, :, col].mean(1).detach())
 
             lat = ddim_sample(model, prompt, st, adapters=[adapter["name"]], cancel=cancel,
-                              recorder=recorder, on_maps=on_maps)
+                              recorder=recorder, on_maps=on_maps, callback=progress and progress(v))
             out[f"latents.{v}"] = lat.float().cpu()
             out[f"frames.{v}"] = decode_latents(model, lat)
             small = attention_mask(torch.stack(acc).mean(0), settings.mask_threshold)
@@ -166,10 +174,16 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
             names.append(f"fuse_src{n}")
         # per subject: generated videos (L_fusion data) and their attention masks
         data = []
+        total, per_video = generation_steps(settings, len(subjects)), settings.generation_steps
         for n, art in enumerate(subjects):
             digest = tensors_digest({**art.lora, **art.tokens})
+            first = n * settings.videos_per_subject
+
+            def progress(v, first=first):
+                return within(callback, "fusion_videos", (first + v) * per_video, total)
+
             data.append(_generate_subject_videos(model, {"name": names[n], "digest": digest},
-                                                 list(art.tokens)[0], settings, cache_dir, cancel))
+                                                 list(art.tokens)[0], settings, cache_dir, cancel, progress))
         texts = [encode_prompts(model, [settings.subject_prompt.format(token=list(a.tokens)[0])])
                  for a in subjects]
 
@@ -182,8 +196,9 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
             bg_settings = SampleSettings(frames=settings.frames, height=settings.height, width=settings.width,
                                          steps=settings.generation_steps, cfg=settings.cfg, seed=settings.seed)
             background = cached_tensors(cache_dir, "background", bg_recipe, lambda: {
-                "frames": decode_latents(model, ddim_sample(model, settings.background_prompt, bg_settings,
-                                                            cancel=cancel))})["frames"]
+                "frames": decode_latents(model, ddim_sample(
+                    model, settings.background_prompt, bg_settings, cancel=cancel,
+                    callback=within(callback, "fusion_videos", total - per_video, total)))})["frames"]
             sources = []
             for n in range(len(subjects)):
                 if subject_images is not None:

@@ -112,10 +112,10 @@ def _scheduler(model, steps: int):
     return sched
 
 
-def _report(callback, cancel, stage, i, total, loss=0.0, parts=None, t0=None):
+def _report(callback, cancel, stage, i, total, loss=None, parts=None, t0=None):
     if callback is not None:
-        callback(StepInfo(stage, i + 1, total, float(loss), parts or {},
-                          time.perf_counter() - t0 if t0 else 0.0))
+        callback(StepInfo(stage, i + 1, total, float(loss or 0.0), parts or {},
+                          time.perf_counter() - t0 if t0 else 0.0, has_loss=loss is not None))
     if cancel is not None and cancel():
         raise TrainingCancelled(f"{stage}: cancelled at step {i + 1}/{total}")
 

@@ -16,7 +16,7 @@ from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, tr
 from .losses import regularization_loss, subject_loss, subject_objective
 from .sampling import SampleSettings, ddim_sample
 from .tokens import add_token, check_new_token, get_token_embedding, token_parameters
-from .training import LossScale, ParamGroup, run_key, run_training
+from .training import LossScale, ParamGroup, run_key, run_training, within
 
 PRIOR_CAPTIONS = ("a video of a {s}", "a {s} moving", "a {s} in a scene", "a close-up video of a {s}")
 
@@ -45,6 +45,21 @@ class SubjectSettings:
     gradient_checkpointing: bool | str = "auto"  # "auto": on when the step would not fit the GPU (preflight)
 
 
+#: How many images the paper learns a subject from (section 4.1: "3-5 images per subject").
+PAPER_IMAGE_COUNT = (3, 5)
+
+
+def image_count_note(count: int) -> str | None:
+    """A note when a subject gets another number of images than the paper's 3-5 (not an error: the
+    method runs on any count; the note says what to expect). None within 3-5."""
+    lo, hi = PAPER_IMAGE_COUNT
+    if lo <= count <= hi:
+        return None
+    effect = ("fewer give the LoRA less variety of pose and background to tell the subject from" if count < lo
+              else "more work too, but every step trains on all of them (slower steps, more memory)")
+    return f"note: {count} image(s); the paper learns a subject from {lo}-{hi}, {effect}"
+
+
 def prior_videos(model, superclass: str, count: int, frames: int, height: int, width: int,
                  steps: int, cfg: float, seed: int, cache_dir=None, callback=None, cancel=None,
                  templates=None):
@@ -61,7 +76,8 @@ def prior_videos(model, superclass: str, count: int, frames: int, height: int, w
         for i, caption in enumerate(captions):
             st = SampleSettings(frames=frames, height=height, width=width, steps=steps, cfg=cfg,
                                 seed=seed * 1000 + i)
-            out[f"video.{i}"] = ddim_sample(model, caption, st, adapters=[], callback=callback,
+            progress = within(callback, "prior_videos", i * steps, count * steps)
+            out[f"video.{i}"] = ddim_sample(model, caption, st, adapters=[], callback=progress,
                                             cancel=cancel).float().cpu()
         return out
 
@@ -102,7 +118,8 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
     else:
         aux = prior_videos(model, settings.superclass, settings.prior_videos, settings.prior_frames,
                            settings.height, settings.width, settings.prior_steps, settings.prior_cfg,
-                           settings.seed, cache_dir, cancel=cancel, templates=settings.prior_captions)
+                           settings.seed, cache_dir, callback=callback, cancel=cancel,
+                           templates=settings.prior_captions)
     aux_text = encode_prompts(model, [c for _, c in aux])
     aux_inputs = {f"aux.{i}": x for i, (x, _) in enumerate(aux)}
     run = run_key(model, settings, {"images": images, "masks": masks, **aux_inputs}) if checkpoint_path else ""

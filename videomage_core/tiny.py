@@ -13,6 +13,10 @@ from pathlib import Path
 import torch
 
 from .errors import require
+from .model import SETTINGS_FILE
+
+#: A tiny model's own sampling defaults (its ``videomage.json``): 8 frames of 64 x 64.
+TINY_MODEL_DEFAULTS = {"width": 64, "height": 64, "frames": 8}
 
 # Words a tiny tokenizer knows as whole words; anything else falls back to characters.
 TINY_WORDS = tuple((
@@ -95,4 +99,7 @@ def build_tiny_model(folder: str | os.PathLike, seed: int = 0) -> Path:
         vocab = len(CLIPTokenizer.from_pretrained(tdir))
         unet, vae, text_encoder, scheduler = tiny_components(seed=seed, vocab_size=vocab)
         save_diffusers_folder(folder, unet, vae, text_encoder, scheduler, tdir)
+    # Its own defaults (videomage.json), so that a CLI run on it without --size takes seconds, not the
+    # minutes of ZeroScope's 576 x 320 (an untrained model: the size shows nothing either way).
+    (folder / SETTINGS_FILE).write_text(json.dumps(TINY_MODEL_DEFAULTS, indent=1))
     return folder

@@ -39,9 +39,23 @@ class StepInfo:
     seconds: float = 0.0
     loss_scale: float = 1.0  # the factor this step's loss was multiplied by before backward (fp16)
     skipped: bool = False  # fp16: the scaled gradients overflowed, so the optimiser step was skipped
+    has_loss: bool = True  # False for generation steps (sampling, prior videos): ``loss`` means nothing
 
 
 Callback = Callable[[StepInfo], None]
+
+
+def within(callback: Callback | None, stage: str, offset: int, total: int) -> Callback | None:
+    """A callback that reports a sub-task's steps as steps ``offset + step`` of ``total`` in ``stage``:
+    for example the 25 sampling steps of the 3rd of 4 prior videos as steps 51..75 of 100."""
+    if callback is None:
+        return None
+
+    def relay(info: StepInfo) -> None:
+        callback(StepInfo(stage, offset + info.step, total, info.loss, info.parts, info.seconds,
+                          info.loss_scale, info.skipped, info.has_loss))
+
+    return relay
 
 
 @dataclass
