@@ -5,9 +5,18 @@ The engine is ``videomage_core`` (imported by absolute name: the pack's root ``_
 the pack folder on ``sys.path``).
 """
 
-from . import artifact_io, example_data, fuse, model_loader, sampler, train_motion, train_subject
+from . import (
+    artifact_io,
+    example_data,
+    fuse,
+    model_loader,
+    sampler,
+    subject_images,
+    train_motion,
+    train_subject,
+)
 
-_MODULES = (model_loader, train_subject, train_motion, fuse, sampler, artifact_io, example_data)
+_MODULES = (model_loader, subject_images, train_subject, train_motion, fuse, sampler, artifact_io, example_data)
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

@@ -1,6 +1,6 @@
 """ShapesWorld example inputs: subject images + masks and interaction videos + masks, drawn
-procedurally (no files), so the bundled workflows run anywhere. Swap them for Load Image /
-Batch Images / Load Video + Get Video Components to use your own pictures and clips."""
+procedurally (no files), so the quick start runs anywhere. The other bundled workflows take the user's
+files instead (Load Image -> Subject Images; Load Video + Get Video Components)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ class Graph:
         widgets = []
         for name, entry, control in widget_layout(spec):
             if control:
-                widgets.append("fixed")
+                widgets.append(control)
                 continue
             if name in values:
                 widgets.append(values.pop(name))
@@ -123,88 +123,113 @@ QUICK = {
     },
     "sampler": {"frames": 8, "steps": 20, "cfg": 3.0, "tau": 6, "alpha": 10.0},  # its scs_alpha (1e4 saturates it)
 }
+PROMPT = "a <red_star> chases a <green_ring>"  # the quick start's
 
 
-def subject_branch(g, model, row, shape, colour, texture, token, superclass, seed, quick):
-    size = QUICK["size"] if quick else {}
-    s = g.add(
-        "VideoMageShapesWorldSubject",
-        {"shape": shape, "colour": colour, "texture": texture, "count": 4, "seed": seed, **size},
-        pos=col(0, row),
-    )
-    t = g.add(
+# The workflows for real models start from the user's files through core nodes: photos through Load
+# Image (a cut-out PNG's transparency is the subject mask) batched by Subject Images, the reference clip
+# through Load Video + Get Video Components. The file names are the ones the README asks for; a user
+# picks their own in each loader. The paper's example: two subjects and a riding motion.
+REAL_SUBJECTS = (("<my_toy>", "toy"), ("<my_dog>", "dog"))
+PHOTOS_PER_SUBJECT = 3
+REFERENCE_VIDEO = "riding_reference.mp4"
+REAL_MOTION = {"motion_prompt": "a person riding a horse", "reference_words": "person, horse"}
+REAL_PROMPT = "a <my_toy> riding a <my_dog>"
+
+
+def photo_files(token: str) -> list[str]:
+    """``<my_toy>`` -> my_toy_1.png, my_toy_2.png, my_toy_3.png."""
+    return [f"{token.strip('<>')}_{i}.png" for i in range(1, PHOTOS_PER_SUBJECT + 1)]
+
+
+def user_photos(g, row, token):
+    """Load Image x 3 -> Subject Images: the batch and masks Train Subject takes."""
+    loaders = [
+        g.add("LoadImage", {"image": name}, pos=(40, 40 + row + 175 * i), title=f"{token} photo {i + 1}")
+        for i, name in enumerate(photo_files(token))
+    ]
+    links = {f"image_{i + 1}": (n, 0) for i, n in enumerate(loaders)}
+    links.update({f"mask_{i + 1}": (n, 1) for i, n in enumerate(loaders)})
+    return g.add("VideoMageSubjectImages", links=links, pos=(420, 40 + row))
+
+
+def subject_branch(g, model, row, quick, index):
+    """Train Subject from ShapesWorld's example subject (quick start) or from the user's photos."""
+    if quick:
+        shape, colour, texture, token = (("star", "red", "stripes", "<red_star>"),
+                                         ("ring", "green", "dots", "<green_ring>"))[index]
+        s = g.add(
+            "VideoMageShapesWorldSubject",
+            {"shape": shape, "colour": colour, "texture": texture, "count": 4, "seed": index, **QUICK["size"]},
+            pos=col(0, row),
+        )
+        # ShapesWorld captions call a star or a ring "shape" (the built-in model's superclass word)
+        values = {"token": token, "superclass": "shape", "seed": index, **QUICK["size"], **QUICK["subject"]}
+    else:
+        token, superclass = REAL_SUBJECTS[index]
+        s = user_photos(g, row, token)
+        values = {"token": token, "superclass": superclass, "seed": index}
+    return g.add(
         "VideoMageTrainSubject",
-        {
-            "token": token,
-            # ShapesWorld captions call a star or a ring "shape" (the built-in model's superclass word)
-            "superclass": "shape" if quick else superclass,
-            "seed": seed,
-            **size,
-            **(QUICK["subject"] if quick else {}),
-        },
+        values,
         links={"model": (model, 0), "images": (s, 0), "masks": (s, 1)},
-        pos=col(1, row),
+        pos=col(2 if not quick else 1, row),
     )
-    return t
 
 
 def motion_branch(g, model, row, quick):
-    size = QUICK["size"] if quick else {}
-    v = g.add(
-        "VideoMageShapesWorldMotion",
-        {
-            "interaction": "chase",
-            "shape_a": "circle",
-            "colour_a": "blue",
-            "shape_b": "square",
-            "colour_b": "yellow",
-            "frames": QUICK["frames"] if quick else 24,
-            **size,
-        },
-        pos=col(0, row),
-    )
-    t = g.add(
-        "VideoMageTrainMotion",
-        {
-            "motion_prompt": "a circle chases a square",
-            "reference_words": "circle, square",
-            **size,
-            **(QUICK["motion"] if quick else {}),
-        },
-        links={"model": (model, 0), "video": (v, 0), "masks": (v, 1)},
-        pos=col(1, row),
-    )
-    return t
-
-
-PROMPT = "a <red_star> chases a <green_ring>"
+    """Train Motion from ShapesWorld's example clip (quick start) or from the user's reference video."""
+    if quick:
+        v = g.add(
+            "VideoMageShapesWorldMotion",
+            {
+                "interaction": "chase",
+                "shape_a": "circle",
+                "colour_a": "blue",
+                "shape_b": "square",
+                "colour_b": "yellow",
+                "frames": QUICK["frames"],
+                **QUICK["size"],
+            },
+            pos=col(0, row),
+        )
+        values = {"motion_prompt": "a circle chases a square", "reference_words": "circle, square",
+                  **QUICK["size"], **QUICK["motion"]}
+        links = {"model": (model, 0), "video": (v, 0), "masks": (v, 1)}
+    else:
+        f = g.add("LoadVideo", {"file": REFERENCE_VIDEO}, pos=col(0, row), title="reference video")
+        v = g.add("GetVideoComponents", links={"video": (f, 0)}, pos=(420, 40 + row))
+        values = dict(REAL_MOTION)
+        links = {"model": (model, 0), "video": (v, 0)}  # optional masks: one per reference word
+    return g.add("VideoMageTrainMotion", values, links=links, pos=col(2 if not quick else 1, row))
 
 
 def full_pipeline(quick=False):
     g = Graph()
     size = QUICK["size"] if quick else {}
+    right = 2 if quick else 3
     m = g.add("VideoMageLoadModel", {"model_name": BUILTIN if quick else MODEL}, pos=col(0, -200))
-    a = subject_branch(g, m, 0, "star", "red", "stripes", "<red_star>", "star", 0, quick)
-    b = subject_branch(g, m, 560, "ring", "green", "dots", "<green_ring>", "ring", 1, quick)
+    a = subject_branch(g, m, 0, quick, 0)
+    b = subject_branch(g, m, 560, quick, 1)
     mo = motion_branch(g, m, 1120, quick)
     f = g.add(
         "VideoMageFuseSubjects",
         {**size, **(QUICK["fusion"] if quick else {})},
         links={"model": (m, 0), "subject_1": (a, 0), "subject_2": (b, 0)},
-        pos=col(2, 0),
+        pos=col(right, 0),
     )
-    g.add("PreviewImage", links={"images": (f, 2)}, pos=col(3, 0), title="CutMix preview")
+    g.add("PreviewImage", links={"images": (f, 2)}, pos=col(right + 1, 0), title="CutMix preview")
     s = g.add(
         "VideoMageCollaborativeSampler",
-        {"prompt": PROMPT, **size, **(QUICK["sampler"] if quick else {})},
+        {"prompt": PROMPT if quick else REAL_PROMPT, **size, **(QUICK["sampler"] if quick else {})},
         links={"model": (m, 0), "subject": (f, 0), "motion": (mo, 0)},
-        pos=col(2, 640),
+        pos=col(right, 640),
     )
     g.add(
         "SaveAnimatedWEBP",
         {"filename_prefix": "videomage/quick_start" if quick else "videomage/full_pipeline", "fps": 8.0},
         links={"images": (s, 0)},
-        pos=col(3, 640),
+        pos=col(right + 1, 640),
     )
     return g
 
@@ -212,12 +237,12 @@ def full_pipeline(quick=False):
 def train_subject():
     g = Graph()
     m = g.add("VideoMageLoadModel", {"model_name": MODEL}, pos=col(0, -200))
-    t = subject_branch(g, m, 0, "star", "red", "stripes", "<red_star>", "star", 0, False)
+    t = subject_branch(g, m, 0, False, 0)
     g.add(
         "VideoMageSaveSubject",
-        {"filename_prefix": "my_subjects/red_star"},
+        {"filename_prefix": "my_subjects/my_toy"},
         links={"subject": (t, 0)},
-        pos=col(2, 0),
+        pos=col(3, 0),
     )
     return g
 
@@ -228,15 +253,15 @@ def train_motion():
     t = motion_branch(g, m, 0, False)
     g.add(
         "VideoMageSaveMotion",
-        {"filename_prefix": "my_motions/chase"},
+        {"filename_prefix": "my_motions/riding"},
         links={"motion": (t, 0)},
-        pos=col(2, 0),
+        pos=col(3, 0),
     )
     return g
 
 
-SAVED_SUBJECT = "videomage/fused_red_star+green_ring_00001_.safetensors"
-SAVED_MOTION = "videomage/motion_circle-square_00001_.safetensors"
+SAVED_SUBJECT = "videomage/fused_my_toy+my_dog_00001_.safetensors"
+SAVED_MOTION = "videomage/motion_person-horse_00001_.safetensors"
 
 
 def _loaders(g):
@@ -253,7 +278,7 @@ def sample_saved():
     m, s, mo = _loaders(g)
     x = g.add(
         "VideoMageCollaborativeSampler",
-        {"prompt": PROMPT},
+        {"prompt": REAL_PROMPT},
         links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)},
         pos=col(1, 0),
     )
@@ -271,14 +296,14 @@ def scs_vs_wo_scs():
     m, s, mo = _loaders(g)
     a = g.add(
         "VideoMageCollaborativeSampler",
-        {"prompt": PROMPT, "mode": "SCS"},
+        {"prompt": REAL_PROMPT, "mode": "SCS"},
         links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)},
         pos=col(1, 0),
         title="SCS",
     )
     b = g.add(
         "VideoMageCollaborativeSampler",
-        {"prompt": PROMPT, "mode": "w/o SCS"},
+        {"prompt": REAL_PROMPT, "mode": "w/o SCS"},
         links={"model": (m, 0), "subject": (s, 0), "motion": (mo, 0)},
         pos=col(1, 600),
         title="w/o SCS",

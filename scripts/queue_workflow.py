@@ -6,7 +6,7 @@ Standard library only. Examples:
     python scripts/queue_workflow.py workflows/api/videomage_full_pipeline.json
     python scripts/queue_workflow.py workflows/api/videomage_sample_saved.json \\
         --server 127.0.0.1:8188 --set 4.inputs.steps=30 \\
-        --set 4.inputs.prompt="a <red_star> chases a <green_ring>" --out downloads/
+        --set 4.inputs.prompt="a <my_toy> riding a <my_dog>" --out downloads/
 
 ``--set NODE.inputs.NAME=VALUE`` (or ``NODE.NAME=VALUE``) overrides an input; VALUE is read as JSON
 when it parses (numbers, true/false, lists), else as a string. ``--ui FILE`` embeds the UI workflow in

@@ -14,11 +14,29 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 # Core ComfyUI nodes used by the bundled workflows, as INPUT_TYPES / RETURN_TYPES in ComfyUI
-# 0.3.64 (nodes.py, comfy_extras/nodes_images.py). The real-server test checks their widgets against
-# /object_info. ComfyUI 0.33.0 has the same widgets but other display names ("Save Animated WEBP",
-# "Stitch Images"; the frontend writes them into `_meta.title`) and gives SaveAnimatedWEBP an IMAGE
-# output; the browser test compares titles with the running server's display names.
+# 0.3.64 (nodes.py, comfy_extras/nodes_images.py, nodes_video.py). The real-server test checks their
+# widgets against /object_info. ComfyUI 0.33.0 has the same widgets but other display names ("Save
+# Animated WEBP", "Stitch Images"; the frontend writes them into `_meta.title`), gives SaveAnimatedWEBP
+# an IMAGE output and GetVideoComponents two more outputs (bit_depth, color_space); the browser test
+# compares titles with the running server's display names. The file combos list the user's input
+# folder; the bundled workflows name the files the README asks for.
 CORE_NODES = {
+    "LoadImage": {
+        "input": {"required": {"image": ([], {"image_upload": True})}},
+        "output": ("IMAGE", "MASK"),
+        "display": "Load Image",
+    },
+    "LoadVideo": {
+        "input": {"required": {"file": ([], {"video_upload": True})}},
+        "output": ("VIDEO",),
+        "display": "Load Video",
+    },
+    "GetVideoComponents": {
+        "input": {"required": {"video": ("VIDEO",)}},
+        "output": ("IMAGE", "AUDIO", "FLOAT"),
+        "output_names": ("images", "audio", "fps"),
+        "display": "Get Video Components",
+    },
     "PreviewImage": {"input": {"required": {"images": ("IMAGE",)}}, "output": (), "display": "Preview Image"},
     "SaveAnimatedWEBP": {
         "input": {
@@ -91,15 +109,28 @@ def has_control(name: str, spec_entry) -> bool:
     return spec_entry[0] == "INT" and name in ("seed", "noise_seed")
 
 
-def widget_layout(spec: dict) -> list[tuple[str, object, bool]]:
-    """``[(input name, spec entry, is_control)]`` in the order of ``widgets_values``."""
+def frontend_widget(name: str, spec_entry) -> tuple[str, str] | None:
+    """The widget the frontend adds after an input, saved in ``widgets_values`` but never sent to the
+    server: ``(name, value in a new node)``. A seed's control_after_generate ("fixed"), or the upload
+    button of an image or video file combo (its value is "image" for both)."""
+    opts = spec_entry[1] if len(spec_entry) > 1 else {}
+    if has_control(name, spec_entry):
+        return name, "fixed"
+    if opts.get("image_upload") or opts.get("video_upload"):
+        return "upload", "image"
+    return None
+
+
+def widget_layout(spec: dict) -> list[tuple[str, object, str | None]]:
+    """``[(name, spec entry, frontend-only value or None)]`` in the order of ``widgets_values``."""
     out = []
     for group in ("required", "optional"):
         for name, entry in spec["input"].get(group, {}).items():
             if is_widget(entry):
-                out.append((name, entry, False))
-                if has_control(name, entry):
-                    out.append((name, entry, True))
+                out.append((name, entry, None))
+                extra = frontend_widget(name, entry)
+                if extra:
+                    out.append((extra[0], entry, extra[1]))
     return out
 
 

@@ -24,3 +24,51 @@ def build_shapesworld_standin(folder):
     if not (folder / "model_index.json").is_file():
         P.pretrain(folder, P.PRESETS["smoke"], eval_samples=0, log=lambda s: None)
     return folder
+
+
+def write_user_inputs(folder, python: str) -> list:
+    """The files the bundled real-model workflows load from ComfyUI's input folder (what a user puts
+    there): three cut-out PNGs per subject whose transparency is the subject (ShapesWorld drawings), and
+    the reference clip as an MPEG-4 video, encoded by ``python`` (ComfyUI's, which has PyAV; ours does
+    not need it). Returns the paths written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from build_workflows import REAL_SUBJECTS, REFERENCE_VIDEO, photo_files
+
+    from videomage_core.shapesworld import PALETTE, ObjectSpec, render_subject_images, sample_interaction
+
+    folder = Path(folder)
+    rng = np.random.default_rng(0)
+    written = []
+    for (token, _), (shape, colour) in zip(REAL_SUBJECTS, (("star", "red"), ("ring", "green"))):
+        obj = ObjectSpec(shape=shape, hue=PALETTE[colour], texture="stripes", size=0.3)
+        drawn = render_subject_images(obj, 3, rng, height=64, width=96)
+        for name, image, mask in zip(photo_files(token), drawn.images, drawn.masks):
+            rgba = np.concatenate([image, mask[..., None]], -1)
+            Image.fromarray((np.clip(rgba, 0, 1) * 255).round().astype(np.uint8), "RGBA").save(folder / name)
+            written.append(folder / name)
+    a = ObjectSpec(shape="circle", hue=PALETTE["blue"], texture="plain", size=7.5 / 64)
+    b = ObjectSpec(shape="square", hue=PALETTE["yellow"], texture="plain", size=7.5 / 64)
+    clip = sample_interaction(rng, "chase", (a, b), frames=8, height=64, width=64)
+    frames = folder / "reference_frames.npy"
+    np.save(frames, (np.clip(clip.frames, 0, 1) * 255).round().astype(np.uint8))
+    encode = (
+        "import av, numpy as np, sys\n"
+        "frames = np.load(sys.argv[1])\n"
+        "with av.open(sys.argv[2], 'w') as out:\n"
+        "    s = out.add_stream('mpeg4', rate=8)\n"
+        "    s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'\n"
+        "    for f in frames:\n"
+        "        out.mux(s.encode(av.VideoFrame.from_ndarray(f, format='rgb24')))\n"
+        "    out.mux(s.encode())\n"
+    )
+    subprocess.run([python, "-c", encode, str(frames), str(folder / REFERENCE_VIDEO)], check=True, timeout=120)
+    frames.unlink()
+    written.append(folder / REFERENCE_VIDEO)
+    return written

@@ -62,6 +62,7 @@ def test_model_settings_drive_levels_and_prompts(tiny_model_dir, tmp_path):
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_model_dir, folder)
+    (folder / "videomage.json").unlink()  # a model folder without one: every default is the engine's
     plain = load_model(folder)
     assert plain.settings == {} and plain.attention_levels == DEFAULT_LEVELS
     (folder / "videomage.json").write_text(json.dumps({

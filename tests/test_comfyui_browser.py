@@ -46,6 +46,10 @@ def server(tmp_path_factory):
     from videomage_core.tiny import build_tiny_model
 
     build_tiny_model(w / "models" / "diffusers" / "zeroscope_v2_576w", seed=0)  # for the training run
+    from helpers import write_user_inputs
+    from test_comfyui_server import comfy_python
+
+    write_user_inputs(w / "input", comfy_python(COMFY_ROOT))  # the photos the training run loads
     (w / "extra_paths.yaml").write_text(
         f"videomage_test:\n  base_path: {w}\n  custom_nodes: custom_nodes\n  diffusers: models/diffusers\n"
     )

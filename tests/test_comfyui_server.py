@@ -156,6 +156,9 @@ def work(tmp_path_factory):
         (w / d).mkdir(parents=True, exist_ok=True)
     os.symlink(REPO, w / "custom_nodes" / PACK_DIR_NAME)
     build_tiny_model(w / "models" / "diffusers" / "zeroscope_v2_576w", seed=0)
+    from helpers import write_user_inputs
+
+    write_user_inputs(w / "input", comfy_python(COMFY_ROOT))  # the real-model workflows' photos and clip
     from videomage_core.pretrained import BUILTIN_NAME, builtin_model_folders
 
     if BUILTIN_NAME not in builtin_model_folders():  # a user folder of that name stands in for it
@@ -288,10 +291,10 @@ def test_every_workflow_runs(server, work):
                 assert any(e["type"] == "progress" for e in events), f"{stem}: no progress events"
     print("workflow seconds:", timings)
     names = artifact_files(work)
-    assert "fused_red_star+green_ring_00001_.safetensors" in names  # the full pipeline's (ZeroScope stand-in)
+    assert "fused_my_toy+my_dog_00001_.safetensors" in names  # the full pipeline's (ZeroScope stand-in)
     assert "shapesworld_builtin/fused_red_star+green_ring_00001_.safetensors" in names  # the quick start's
     assert (
-        "my_subjects/red_star_00001_.safetensors" in names and "my_motions/chase_00001_.safetensors" in names
+        "my_subjects/my_toy_00001_.safetensors" in names and "my_motions/riding_00001_.safetensors" in names
     )
     assert not [n for n in names if ".partial" in n or n.endswith(".tmp")]
 
@@ -343,12 +346,12 @@ def test_broken_prompts_are_refused_clearly(server):
     assert r["status"] == "refused" and "value_bigger_than_max" in _errors(r)
 
     bad = json.loads(json.dumps(p))
-    bad[sampler]["inputs"]["prompt"] = "a <red_star> alone"  # passes validation, fails when it runs
+    bad[sampler]["inputs"]["prompt"] = "a <my_toy> alone"  # passes validation, fails when it runs
     r = run(client, bad)
     assert r["status"] == "error", r
     assert (
         r["error"]["exception_message"].startswith("prompt:")
-        and "<green_ring>" in r["error"]["exception_message"]
+        and "<my_dog>" in r["error"]["exception_message"]
     )
 
     good = json.loads(json.dumps(p))
@@ -394,5 +397,5 @@ def test_restart_does_not_retrain(server, work):
     texts = [t for out in entry["outputs"].values() for t in out.get("text", [])]
     assert any("not retrained" in t for t in texts), texts
     new = artifact_files(work) - before
-    assert new == {"my_subjects/red_star_00002_.safetensors"}, new  # only the Save node's new copy
+    assert new == {"my_subjects/my_toy_00002_.safetensors"}, new  # only the Save node's new copy
     print(f"after restart: same training served from disk in {seconds:.1f} s")

@@ -24,9 +24,9 @@ from workflow_tools import (  # noqa: E402
 )
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize", "image")
 # Combos whose choices depend on the user's folders (models, saved files): any string is fine here.
-ENV_COMBOS = {"model_name", "subject_file", "motion_file"}
+ENV_COMBOS = {"model_name", "subject_file", "motion_file", "image", "file"}
 
 
 def test_there_are_workflows_with_thumbnails_and_api_twins():
