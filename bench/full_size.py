@@ -18,26 +18,27 @@ FRAMES, HEIGHT, WIDTH = 24, 320, 576
 
 
 def zeroscope_model(device: torch.device, dtype: torch.dtype):
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from videomage_core.cost import ZEROSCOPE_TEXT, ZEROSCOPE_VAE
+    from videomage_core.bases import family
     from videomage_core.model import VideoMageModel, model_fingerprint
     from videomage_core.tiny import build_tiny_tokenizer
 
     tok_dir = Path(tempfile.mkdtemp())
     build_tiny_tokenizer(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    zeroscope = family("zeroscope")
+    real = zeroscope.real_size()
     with torch.device(device):
-        unet = UNet3DConditionModel()  # the defaults are ModelScope / ZeroScope's
-        vae = AutoencoderKL(**ZEROSCOPE_VAE)
-        text = CLIPTextModel(CLIPTextConfig(**ZEROSCOPE_TEXT))  # OpenCLIP-H's 49408 rows; tiny ids fit
+        unet = zeroscope.unet_from_config(real["unet"])  # the UNet3D defaults are ModelScope / ZeroScope's
+        vae = AutoencoderKL.from_config(real["vae"])
+        text = CLIPTextModel(CLIPTextConfig(**real["text"]))  # OpenCLIP-H's 49408 rows; tiny ids fit
     unet.to(dtype)
     text.to(dtype)
     for m in (unet, vae, text):
         m.requires_grad_(False).eval()
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
+    sched = real["scheduler"]
     return VideoMageModel(unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=sched,
                           path="zeroscope_v2_576w (random weights)", fingerprint=model_fingerprint(unet, text),
                           device=device, dtype=dtype)

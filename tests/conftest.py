@@ -31,6 +31,22 @@ def other_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny2") / "other", seed=1)
 
 
+@pytest.fixture(scope="session")
+def animatediff_model_dir(tmp_path_factory):
+    """A tiny AnimateDiff folder: an SD1.5-layout UNet2D + motion adapter, the AnimateDiffPipeline layout."""
+    from videomage_core.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_ad") / "tiny_animatediff", seed=0, base="animatediff")
+
+
+@pytest.fixture(params=["zeroscope", "animatediff"])
+def any_base_model(request, tiny_model_dir, animatediff_model_dir):
+    """A freshly loaded tiny model of each base family (the test runs once per base)."""
+    from videomage_core.model import load_model
+
+    return load_model(tiny_model_dir if request.param == "zeroscope" else animatediff_model_dir)
+
+
 @pytest.fixture()
 def one_thread():
     """Run a test on one CPU thread. Bit-exact comparisons of two training runs need it: with two

@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from videomage_core.attention import DEFAULT_LEVELS, AttentionRecorder
+from videomage_core.attention import AttentionRecorder
+from videomage_core.bases.zeroscope import DEFAULT_LEVELS
 from videomage_core.errors import VideoMageInputError
 from videomage_core.model import load_model
 from videomage_core.pretrained import BUILTIN_NAME, builtin_model_folders, shapesworld_model_dir

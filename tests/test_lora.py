@@ -3,9 +3,9 @@ import re
 import pytest
 import torch
 
-from videomage_core.lora import (SPATIAL_TARGETS, TEMPORAL_TARGETS, adapters_active, average_of_deltas,
-                                 delete_lora, inject_lora, lora_delta, lora_layers, lora_state_dict,
-                                 set_active_adapters)
+from videomage_core.bases.zeroscope import LORA_TARGETS
+from videomage_core.lora import (adapters_active, average_of_deltas, delete_lora, inject_lora, lora_delta,
+                                 lora_layers, lora_state_dict, set_active_adapters)
 from videomage_core.diffusion import encode_prompts, predict_noise
 
 from helpers import randomize_lora_b
@@ -25,7 +25,7 @@ def test_lora_reaches_only_its_scope(model, scope, must, never):
         assert not re.search(never, n), n
         assert n.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v", "0")
     expected = [n for n, _ in model.unet.named_modules()
-                if re.fullmatch(SPATIAL_TARGETS if scope == "spatial" else TEMPORAL_TARGETS, n)]
+                if re.fullmatch(LORA_TARGETS[scope], n)]
     assert sorted(names) == sorted(expected)
     # every level is covered: 4 projections on each attention layer of that kind
     kind = r"\.attentions\." if scope == "spatial" else r"temp_attentions|transformer_in"

@@ -3,8 +3,8 @@
 Keys: ``unet.<module>.lora_A.weight`` / ``lora_B`` (diffusers' pipeline-level LoRA names),
 ``text_encoder.token.<i>`` (embedding of the i-th token in the metadata), and for motions
 ``reference.latents`` (the reference clip's latents, for the noise prior). Metadata:
-``videomage`` (JSON: kind, rank, alpha, scope, tokens, superclasses, base fingerprint, training
-arguments, losses, package version) and ``lora_config`` (peft's LoraConfig fields).
+``videomage`` (JSON: kind, rank, alpha, scope, tokens, superclasses, base family and fingerprint,
+training arguments, losses, package version) and ``lora_config`` (peft's LoraConfig fields).
 Files are written atomically (a temporary file in the same folder, then renamed).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from . import __version__
 from .atomic import atomic_write
 from .errors import IncompatibleArtifactError
-from .lora import SCOPES, load_lora_state
+from .lora import load_lora_state
 from .tokens import add_token
 
 KINDS = ("subject", "motion")
@@ -42,6 +42,7 @@ class LoraArtifact:
     info: dict = field(default_factory=dict)  # motion: prompt, appearance prompt; fusion: sources
     reference_latents: torch.Tensor | None = None
     version: str = __version__
+    base: str = "zeroscope"  # the base family (videomage_core.bases) it was trained on
 
     def __repr__(self) -> str:
         toks = ", ".join(self.tokens) or "-"
@@ -57,7 +58,7 @@ class LoraArtifact:
                 "tokens": list(self.tokens), "superclasses": self.superclasses,
                 "base_fingerprint": self.base_fingerprint, "train_args": self.train_args,
                 "losses": [round(float(x), 6) for x in self.losses], "info": self.info,
-                "version": self.version}
+                "version": self.version, "base": self.base}
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
@@ -75,8 +76,10 @@ def save_artifact(artifact: LoraArtifact, path: str | os.PathLike) -> Path:
         tensors[f"text_encoder.token.{i}"] = emb.float()
     if artifact.reference_latents is not None:
         tensors["reference.latents"] = artifact.reference_latents.float()
+    from .bases import family
+
     lora_config = {"r": artifact.rank, "lora_alpha": artifact.alpha,
-                   "target_modules": SCOPES[artifact.scope], "lora_dropout": 0.0}
+                   "target_modules": family(artifact.base).LORA_TARGETS[artifact.scope], "lora_dropout": 0.0}
     meta = {"format": "pt", "videomage": json.dumps(artifact.metadata()),
             "lora_config": json.dumps(lora_config)}
     return atomic_save_safetensors(tensors, path, meta)
@@ -113,7 +116,8 @@ def load_artifact(path: str | os.PathLike, expected_kind: str | None = None,
                             superclasses=dict(info["superclasses"]),
                             base_fingerprint=info["base_fingerprint"], train_args=info["train_args"],
                             losses=list(info["losses"]), info=info.get("info", {}),
-                            reference_latents=tensors.get("reference.latents"), version=info["version"])
+                            reference_latents=tensors.get("reference.latents"), version=info["version"],
+                            base=info.get("base", "zeroscope"))  # files before the base interface: ZeroScope
     except IncompatibleArtifactError:  # the kind check above (a ValueError too)
         raise
     except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError

@@ -2,35 +2,29 @@
 
 Only the recorded layers run an explicit ``softmax(q k^T * scale) @ v`` (autograd kept); every other
 layer keeps PyTorch's SDPA. Maps are averaged over heads as they are stored, and over layers when
-read. Default layers: the quarter-resolution level (``down_blocks.2`` / ``up_blocks.1``; 10x18 for
-ZeroScope at 320x576), as ``method.md`` section 4 decides.
+read. Which layers are spatial cross-attention and temporal self-attention, and the default level, is
+the base family's (:mod:`videomage_core.bases`); ``method.md`` section 4 decides the level.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import re
 
 import torch
 import torch.nn.functional as F
-
-DEFAULT_LEVELS = ("down_blocks.2", "up_blocks.1")
 
 
 class StopForward(Exception):
     """Raised after the last recorded layer when only the maps are needed (saves the rest of the UNet)."""
 
 
-def recorded_layer_names(unet, levels=DEFAULT_LEVELS) -> tuple[list[str], list[str]]:
-    """(spatial cross-attention layers, temporal self-attention layers) inside ``levels``."""
-    level_re = "|".join(re.escape(lv) for lv in levels)
-    spatial, temporal = [], []
-    for name, _ in unet.named_modules():
-        if re.fullmatch(rf"({level_re})\.attentions\.\d+\.transformer_blocks\.\d+\.attn2", name):
-            spatial.append(name)
-        elif re.fullmatch(rf"({level_re})\.temp_attentions\.\d+\.transformer_blocks\.\d+\.attn[12]", name):
-            temporal.append(name)
-    return spatial, temporal
+def recorded_layer_names(unet, levels=None) -> tuple[list[str], list[str]]:
+    """(spatial cross-attention layers, temporal self-attention layers) inside ``levels`` (default:
+    the base family's ``DEFAULT_LEVELS``)."""
+    from .bases import family_of
+
+    fam = family_of(unet)
+    return fam.attention_layer_names(unet, tuple(levels or fam.DEFAULT_LEVELS))
 
 
 class _RecordingProcessor:
@@ -76,8 +70,11 @@ class AttentionRecorder:
     forward is cut short after the last recorded layer (:class:`StopForward` is caught).
     """
 
-    def __init__(self, unet, levels=DEFAULT_LEVELS, spatial: bool = True, temporal: bool = True):
+    def __init__(self, unet, levels=None, spatial: bool = True, temporal: bool = True):
+        from .bases import family_of
+
         self.unet = unet
+        levels = tuple(levels or family_of(unet).DEFAULT_LEVELS)
         s_names, t_names = recorded_layer_names(unet, levels)
         self.layers = {n: "spatial" for n in (s_names if spatial else [])}
         self.layers.update({n: "temporal" for n in (t_names if temporal else [])})

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from .bases import FAMILIES
 from .errors import (IncompatibleArtifactError, NonFiniteLossError, TrainingCancelled, VideoMageInputError,
                      require)
 
@@ -41,7 +42,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _model_args(p):
-    p.add_argument("--model", required=True, help="diffusers folder of a ZeroScope-layout model, or "
+    p.add_argument("--model", required=True, help="a diffusers model folder (ZeroScope, or AnimateDiff: an "
+                   "AnimateDiffPipeline folder or an SD1.5 folder with motion_adapter/), or "
                    "'shapesworld_builtin' for the built-in ShapesWorld model")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto: bf16 on a GPU with native bf16, else fp16 (training scales its loss), "
@@ -73,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "of text-to-video diffusion models")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("tiny-model", formatter_class=_Help, help="build a tiny random ZeroScope-layout model folder")
+    p = sub.add_parser("tiny-model", formatter_class=_Help, help="build a tiny random model folder of a base's layout")
     p.add_argument("folder", help="folder to create (refused if it holds something else)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--base", default="zeroscope", choices=list(FAMILIES),
+                   help="the base family whose layout it has")
 
     p = sub.add_parser("train-subject", formatter_class=_Help, help="learn a subject (token + spatial LoRA) from 3-5 images")
     _model_args(p)
@@ -202,7 +206,7 @@ def run(args) -> int:
     if args.command == "tiny-model":
         from .tiny import build_tiny_model
 
-        print(build_tiny_model(args.folder, seed=args.seed))
+        print(build_tiny_model(args.folder, seed=args.seed, base=args.base))
         return 0
     if args.command == "demo":
         from .demo import run_demo

@@ -32,12 +32,6 @@ BLOCK = 512  # the CUDA caching allocator rounds every allocation up to 512 byte
 REL_SLACK = 0.002  # the stage estimates' peak is exact to 0.2 % (see StorageTally)
 STAGES = ("subject", "motion", "fusion", "scs_guided", "scs_unguided", "sample", "vae_decode",
           "inversion", "ddim_invert")
-# ZeroScope v2 576w (= ModelScope's T2V): UNet3D defaults, the SD VAE, OpenCLIP-H's text tower
-ZEROSCOPE_TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-                      num_attention_heads=16, projection_dim=1024, max_position_embeddings=77,
-                      hidden_act="gelu", bos_token_id=0, eos_token_id=1, pad_token_id=1)
-ZEROSCOPE_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 
 
 class StorageTally(TorchDispatchMode):
@@ -265,13 +259,15 @@ def _copies_outside_fake_mode(obj):
 
 
 def build_twin(unet_config: dict, text_config: dict, vae_config: dict, tokenizer, scheduler,
-               dtype: torch.dtype, vae_dtype: torch.dtype | None = None, settings: dict | None = None):
-    """A :class:`VideoMageModel` with fake weights of these configs (no memory is allocated).
+               dtype: torch.dtype, vae_dtype: torch.dtype | None = None, settings: dict | None = None,
+               base: str = "zeroscope"):
+    """A :class:`VideoMageModel` with fake weights of these configs (no memory is allocated); the
+    denoiser is ``base``'s family's (:mod:`videomage_core.bases`).
 
     Modules are built under ``torch.set_default_dtype`` (``.to(dtype)`` on fake parameters fails).
     ``vae_dtype`` defaults to ``load_model``'s rule: fp32 under an fp16 model, else ``dtype``.
     """
-    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from diffusers import AutoencoderKL
     from torch._subclasses.fake_tensor import FakeTensorMode
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -281,7 +277,9 @@ def build_twin(unet_config: dict, text_config: dict, vae_config: dict, tokenizer
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     with mode:
         with _default_dtype(dtype):
-            unet = UNet3DConditionModel.from_config(unet_config)
+            from .bases import family
+
+            unet = family(base).unet_from_config(unet_config)
             text = CLIPTextModel(CLIPTextConfig(**text_config))
         with _default_dtype(vae_dtype):
             vae = AutoencoderKL.from_config(vae_config)
@@ -307,7 +305,7 @@ def twin_of(model, dtype: torch.dtype | None = None):
     text_cfg = {**_text_config(model.text_encoder), "vocab_size": tok_size}
     vae_dtype = None if dtype is not None else next(model.vae.parameters()).dtype
     twin = build_twin(dict(model.unet.config), text_cfg, dict(model.vae.config), model.tokenizer,
-                      model.scheduler, dtype or model.dtype, vae_dtype, model.settings)
+                      model.scheduler, dtype or model.dtype, vae_dtype, model.settings, model.family.NAME)
     from .tokens import TokenEmbeddings, token_embeddings
 
     real = getattr(model.text_encoder, "text_model", model.text_encoder).embeddings.token_embedding
@@ -321,45 +319,30 @@ def twin_of(model, dtype: torch.dtype | None = None):
     return twin
 
 
-def zeroscope_twin(dtype: torch.dtype = torch.bfloat16, tokenizer=None):
-    """ZeroScope v2 576w's exact architecture (1.41 B-parameter UNet3D), fake weights.
+def real_size_twin(base: str = "zeroscope", dtype: torch.dtype = torch.bfloat16, tokenizer=None):
+    """The full-size model of ``base`` (its family's ``real_size()`` configs), fake weights.
 
-    The tokenizer is the built-in tiny one unless given (its ids fit the 49408-row table); it only
+    The tokenizer is the built-in tiny one unless given (its ids fit the real embedding table); it only
     decides which columns a prompt's words take, not the cost.
     """
     import tempfile
 
-    from diffusers import DDIMScheduler
     from transformers import CLIPTokenizer
 
+    from .bases import family
     from .tiny import build_tiny_tokenizer
 
     if tokenizer is None:
         with tempfile.TemporaryDirectory() as tmp:
             build_tiny_tokenizer(tmp)
             tokenizer = CLIPTokenizer.from_pretrained(tmp)
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                          clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    return build_twin(_unet3d_defaults(), ZEROSCOPE_TEXT, _vae_config(), tokenizer, sched, dtype)
+    real = family(base).real_size()
+    return build_twin(real["unet"], real["text"], real["vae"], tokenizer, real["scheduler"], dtype, base=base)
 
 
-def _unet3d_defaults() -> dict:
-    import inspect
-
-    from diffusers import UNet3DConditionModel
-
-    sig = inspect.signature(UNet3DConditionModel.__init__)
-    return {k: p.default for k, p in sig.parameters.items() if k != "self" and p.default is not p.empty}
-
-
-def _vae_config() -> dict:
-    import inspect
-
-    from diffusers import AutoencoderKL
-
-    sig = inspect.signature(AutoencoderKL.__init__)
-    cfg = {k: p.default for k, p in sig.parameters.items() if k != "self" and p.default is not p.empty}
-    return {**cfg, **ZEROSCOPE_VAE}
+def zeroscope_twin(dtype: torch.dtype = torch.bfloat16, tokenizer=None):
+    """ZeroScope v2 576w's exact architecture (1.41 B-parameter UNet3D), fake weights."""
+    return real_size_twin("zeroscope", dtype, tokenizer)
 
 
 def _module_tensors(twin):

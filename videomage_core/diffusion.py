@@ -37,8 +37,7 @@ def predict_noise(model, latents: torch.Tensor, timesteps: torch.Tensor, text: t
     """``eps_theta(x_t, c, t)`` of the UNet with whatever adapters are active."""
     if timesteps.ndim == 0:
         timesteps = timesteps.expand(latents.shape[0])
-    return model.unet(latents.to(model.dtype), timesteps.to(model.device), encoder_hidden_states=text,
-                      return_dict=False)[0]
+    return model.family.denoise(model.unet, latents.to(model.dtype), timesteps.to(model.device), text)
 
 
 def add_noise(model, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:

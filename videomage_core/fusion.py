@@ -281,7 +281,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
         artifact = LoraArtifact(
             kind="subject", scope="spatial", rank=rank, alpha=float(rank), lora=lora_state_dict(model, "fused"),
             tokens={t: e for a in subjects for t, e in a.tokens.items()}, superclasses=superclasses,
-            base_fingerprint=model.fingerprint,
+            base_fingerprint=model.fingerprint, base=model.family.NAME,
             train_args={**asdict(settings), "subjects": len(subjects), "user_masks": subject_images is not None,
                         "resumed_from": result.resumed_from, "seconds": round(result.seconds, 3)},
             losses=result.losses,
@@ -309,5 +309,5 @@ def average_subjects(subjects: list[LoraArtifact]) -> LoraArtifact:
         kind="subject", scope="spatial", rank=rank, alpha=float(rank), lora=lora,
         tokens={t: e for a in subjects for t, e in a.tokens.items()},
         superclasses={t: w for a in subjects for t, w in a.superclasses.items()},
-        base_fingerprint=subjects[0].base_fingerprint, train_args={"averaged": len(subjects)},
+        base_fingerprint=subjects[0].base_fingerprint, base=subjects[0].base, train_args={"averaged": len(subjects)},
         losses=[], info={"averaged_from": [repr(a) for a in subjects]})

@@ -1,6 +1,7 @@
-"""LoRA on the UNet3D's spatial or temporal attention layers, several named adapters at once.
+"""LoRA on a base model's spatial or temporal attention layers, several named adapters at once.
 
-Subject LoRAs live on spatial layers, motion LoRAs on temporal layers (``method.md`` sections 1-2).
+Subject LoRAs live on spatial layers, motion LoRAs on temporal layers (``method.md`` sections 1-2);
+which projections those are is the base family's (``LORA_TARGETS`` in :mod:`videomage_core.bases`).
 :func:`average_of_deltas` is the exact fusion initialisation of section 3.
 """
 from __future__ import annotations
@@ -12,10 +13,15 @@ import torch
 
 from .errors import require
 
-SPATIAL_TARGETS = r".*\.attentions\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
-TEMPORAL_TARGETS = (r"(transformer_in|.*\.temp_attentions\.\d+)\.transformer_blocks\.\d+\.attn[12]\."
-                    r"(to_q|to_k|to_v|to_out\.0)")
-SCOPES = {"spatial": SPATIAL_TARGETS, "temporal": TEMPORAL_TARGETS}
+SCOPES = ("spatial", "temporal")
+
+
+def lora_targets(model_or_unet, scope: str) -> str:
+    """The regex of the projections a ``scope`` LoRA trains on this model's base family."""
+    from .bases import family_of
+
+    require(scope in SCOPES, "scope", f"expected one of {list(SCOPES)}, got '{scope}'")
+    return family_of(model_or_unet).LORA_TARGETS[scope]
 
 
 def lora_layers(unet: torch.nn.Module):
@@ -37,13 +43,13 @@ def inject_lora(model, name: str, scope: str, rank: int = 4, alpha: float | None
     """
     from peft import LoraConfig, inject_adapter_in_model
 
-    require(scope in SCOPES, "scope", f"expected one of {sorted(SCOPES)}, got '{scope}'")
+    targets = lora_targets(model, scope)
     require(isinstance(rank, int) and rank >= 1, "rank", f"expected an integer >= 1, got {rank!r}")
     if name in model.adapters:
         delete_lora(model, name)
     active = active_adapters(model)
     alpha = float(rank if alpha is None else alpha)
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=SCOPES[scope], lora_dropout=0.0,
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
                         init_lora_weights=True)
     with warnings.catch_warnings():  # "Already found a `peft_config`": several adapters are intended
         warnings.simplefilter("ignore", UserWarning)

@@ -1,4 +1,7 @@
-"""Load a ZeroScope / ModelScope-layout diffusers folder, offline, into one :class:`VideoMageModel`."""
+"""Load a base model's diffusers folder, offline, into one :class:`VideoMageModel`.
+
+What differs between base families (which classes load, which layers the LoRAs and attention maps
+use) is in :mod:`videomage_core.bases`; this module is the same for all of them."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +15,6 @@ import torch
 from .errors import VideoMageInputError, require
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
 @dataclass(eq=False)
@@ -45,17 +47,24 @@ class VideoMageModel:
         return float(self.vae.config.scaling_factor)
 
     @property
+    def family(self):
+        """The base family module (:mod:`videomage_core.bases`) of this model's denoiser."""
+        from .bases import family_of
+
+        return family_of(self.unet)
+
+    @property
     def attention_levels(self) -> tuple[str, ...]:
         """The UNet blocks whose attention the losses and SCS read: the model's own choice
-        (``attention_levels`` in its ``videomage.json``), else ZeroScope's quarter level."""
-        from .attention import DEFAULT_LEVELS
-
-        return tuple(self.settings.get("attention_levels") or DEFAULT_LEVELS)
+        (``attention_levels`` in its ``videomage.json``), else its family's default level."""
+        return tuple(self.settings.get("attention_levels") or self.family.DEFAULT_LEVELS)
 
     def default(self, name: str, fallback):
-        """A sampling default the model was trained for (``frames``, ``height``, ``width``, ``steps``,
-        ``cfg``), else ``fallback`` (ZeroScope's)."""
-        return self.settings.get(name, fallback)
+        """A default the model was trained for (its ``videomage.json``: ``frames``, ``height``,
+        ``width``, ``steps``, ``cfg``, ...), else its family's (``DEFAULTS``), else ``fallback``."""
+        if name in self.settings:
+            return self.settings[name]
+        return self.family.DEFAULTS.get(name, fallback)
 
 
 SETTINGS_FILE = "videomage.json"
@@ -98,16 +107,22 @@ def model_fingerprint(unet: torch.nn.Module, text_encoder: torch.nn.Module) -> s
     return h.hexdigest()[:16]
 
 
-def check_model_folder(path: str | os.PathLike, input_name: str = "model_path") -> Path:
-    """Raise a clear error unless ``path`` is a diffusers folder with every component we need."""
+def check_model_folder(path: str | os.PathLike, input_name: str = "model_path"):
+    """``(folder, family)`` when ``path`` is a diffusers folder of a known base family with every
+    component that family needs, else a clear error."""
+    from .bases import FAMILIES, detect_family
+
     folder = Path(path)
     require(folder.is_dir(), input_name, f"no model folder at '{path}' (expected a diffusers "
             "folder with model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
     require((folder / "model_index.json").is_file(), input_name,
             f"'{path}' has no model_index.json: it is not a diffusers model folder")
-    missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
+    fam = detect_family(folder)
+    require(fam is not None, input_name, f"'{path}' is a diffusers folder of none of the supported bases "
+            f"({', '.join(FAMILIES)}): its model_index.json and unet/config.json name other classes")
+    missing = [c for c in fam.COMPONENTS if not (folder / c).is_dir()]
     require(not missing, input_name, f"'{path}' lacks the sub-folders {missing}")
-    return folder
+    return folder, fam
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -169,30 +184,19 @@ def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "auto",
     reason is kept as ``model.dtype_reason``). The VAE stays in fp32 when ``dtype`` is fp16 (its
     decoder overflows in fp16), the others take ``dtype``. Every module is frozen and in eval mode.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    folder = check_model_folder(path)
+    folder, fam = check_model_folder(path)
     device = check_device(device)
     dtype, dtype_reason = choose_dtype(device, dtype)
     torch_dtype = resolve_dtype(dtype)
     try:
-        unet = UNet3DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch_dtype,
-                                                    local_files_only=True)
-        vae_dtype = torch.float32 if torch_dtype == torch.float16 else torch_dtype
-        vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=vae_dtype, local_files_only=True)
-        # cast after loading: the keyword is ``torch_dtype`` before transformers 4.56 and ``dtype`` after
-        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder",
-                                                     local_files_only=True).to(torch_dtype)
-        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-        scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+        c = fam.load_components(folder, torch_dtype)
     except (OSError, ValueError, KeyError) as exc:
-        raise VideoMageInputError("model_path", f"could not load '{path}' as a ZeroScope-layout "
+        raise VideoMageInputError("model_path", f"could not load '{path}' as a {fam.TITLE} "
                                   f"diffusers folder: {exc}") from exc
-    for module in (unet, vae, text_encoder):
+    for module in (c["unet"], c["vae"], c["text_encoder"]):
         module.requires_grad_(False).eval().to(device)
-    fingerprint = model_fingerprint(unet, text_encoder)
-    return VideoMageModel(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                          scheduler=scheduler, path=str(folder), fingerprint=fingerprint,
+    fingerprint = model_fingerprint(c["unet"], c["text_encoder"])
+    return VideoMageModel(unet=c["unet"], vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
+                          scheduler=c["scheduler"], path=str(folder), fingerprint=fingerprint,
                           device=device, dtype=torch_dtype, settings=read_model_settings(folder),
                           dtype_reason=dtype_reason)

@@ -163,7 +163,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             kind="motion", scope="temporal", rank=settings.rank, alpha=model.adapters[adapter]["alpha"],
             lora=lora_state_dict(model, adapter),
             tokens={t: get_token_embedding(model, t) for t in tokens},
-            superclasses=dict(zip(tokens, words)), base_fingerprint=model.fingerprint,
+            superclasses=dict(zip(tokens, words)), base_fingerprint=model.fingerprint, base=model.family.NAME,
             train_args={**asdict(settings), "reference_frames": int(video.shape[0]),
                         "motion_frames": len(indices), "frame_indices": indices,
                         "masks": masks is not None, "resumed_from": result.resumed_from,

@@ -163,7 +163,7 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
             kind="subject", scope="spatial", rank=settings.rank, alpha=scaling_alpha, lora=state,
             tokens={settings.token: get_token_embedding(model, settings.token)},
             superclasses={settings.token: settings.superclass.strip()},
-            base_fingerprint=model.fingerprint,
+            base_fingerprint=model.fingerprint, base=model.family.NAME,
             train_args={**asdict(settings), "images": int(images.shape[0]),
                         "masks": masks is not None, "aux_videos": len(aux_videos or []),
                         "resumed_from": result.resumed_from, "seconds": round(result.seconds, 3)},

@@ -1,7 +1,9 @@
-"""Tiny random-weight models with ZeroScope's real layout, saved as a diffusers folder.
+"""Tiny random-weight models with a base family's real layout, saved as its diffusers folder.
 
-``python -m videomage_core tiny-model DIR`` writes one. Tests and the demo load it through the
-same path as a real ZeroScope folder (:func:`videomage_core.model.load_model`).
+``python -m videomage_core tiny-model DIR [--base animatediff]`` writes one. Tests and the demo load
+it through the same path as a real model folder (:func:`videomage_core.model.load_model`). The
+family modules (:mod:`videomage_core.bases`) build the denoiser; the VAE, the CLIP text encoder and
+the tokenizer are shared here.
 """
 from __future__ import annotations
 
@@ -38,56 +40,71 @@ def build_tiny_tokenizer(folder: str | os.PathLike) -> None:
     build_tiny_clip_tokenizer(folder, corpus=corpus, num_merges=4 * len(corpus.split()))
 
 
-def tiny_components(seed: int = 0, vocab_size: int = 400, text_dim: int = 32):
-    """Random tiny UNet3D / VAE / CLIP text encoder with the real four-level layout."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def tiny_vae():
+    """A random tiny SD-layout VAE (four levels, 8x down-sampling, 4 latent channels)."""
+    from diffusers import AutoencoderKL
 
-    torch.manual_seed(seed)
-    unet = UNet3DConditionModel(
-        sample_size=8, block_out_channels=(32, 32, 64, 64), layers_per_block=1,
-        cross_attention_dim=text_dim, attention_head_dim=8, norm_num_groups=8,
-    )
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4,
         norm_num_groups=8, sample_size=64,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
     )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
+
+
+def tiny_text_encoder(vocab_size: int = 400, text_dim: int = 32):
+    """A random tiny CLIP text encoder (2 layers) for the tiny tokenizer's vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
         vocab_size=vocab_size, hidden_size=text_dim, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=77, projection_dim=text_dim,
         bos_token_id=0, eos_token_id=1, pad_token_id=1,
     ))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    return unet, vae, text_encoder, scheduler
 
 
-def save_diffusers_folder(folder: str | os.PathLike, unet, vae, text_encoder, scheduler,
-                          tokenizer_dir: str | os.PathLike) -> None:
-    """Write a TextToVideoSDPipeline-style folder (model_index.json + one sub-folder each)."""
+def tiny_components(seed: int = 0, vocab_size: int = 400, text_dim: int = 32, base: str = "zeroscope"):
+    """Random tiny components of ``base``'s real layout: ``(unet, vae, text_encoder, scheduler)``."""
+    from .bases import family
+
+    c = family(base).tiny_components(seed=seed, vocab_size=vocab_size, text_dim=text_dim)
+    return c["unet"], c["vae"], c["text_encoder"], c["scheduler"]
+
+
+def save_components(folder: str | os.PathLike, components: dict, tokenizer_dir: str | os.PathLike,
+                    pipeline_class: str) -> None:
+    """Write a diffusers pipeline folder: one sub-folder per component, the tokenizer copied from
+    ``tokenizer_dir``, and ``model_index.json`` naming ``pipeline_class`` and each component's class."""
     import shutil
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
-    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    scheduler.save_pretrained(folder / "scheduler")
+    index = {"_class_name": pipeline_class, "_diffusers_version": "0.42.1"}
+    for name, module in components.items():
+        module.save_pretrained(folder / name, **({"safe_serialization": True} if name != "scheduler" else {}))
+        library = "transformers" if type(module).__module__.startswith("transformers") else "diffusers"
+        index[name] = [library, type(module).__name__]
     if (folder / "tokenizer").exists():
         shutil.rmtree(folder / "tokenizer")
     shutil.copytree(tokenizer_dir, folder / "tokenizer")
-    index = {
-        "_class_name": "TextToVideoSDPipeline", "_diffusers_version": "0.42.1",
-        "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet3DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    index["tokenizer"] = ["transformers", "CLIPTokenizer"]
+    (folder / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2))
 
 
-def build_tiny_model(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """Build and save a tiny random ZeroScope-layout model into a new or empty folder; returns it."""
+def save_diffusers_folder(folder: str | os.PathLike, unet, vae, text_encoder, scheduler,
+                          tokenizer_dir: str | os.PathLike) -> None:
+    """Write a ZeroScope (``TextToVideoSDPipeline``) folder from its components."""
+    from .bases import family
+
+    family("zeroscope").save_folder(Path(folder), {"unet": unet, "vae": vae, "text_encoder": text_encoder,
+                                                   "scheduler": scheduler}, tokenizer_dir)
+
+
+def build_tiny_model(folder: str | os.PathLike, seed: int = 0, base: str = "zeroscope") -> Path:
+    """Build and save a tiny random model of ``base``'s layout (a key of
+    :data:`videomage_core.bases.FAMILIES`) into a new or empty folder; returns it."""
+    from .bases import family
+
+    fam = family(base)
     folder = Path(folder)
     require(not folder.exists() or (folder.is_dir() and not any(folder.iterdir())), "folder",
             f"'{folder}' exists and is not empty; the tiny model goes into a new or empty folder (it "
@@ -97,8 +114,7 @@ def build_tiny_model(folder: str | os.PathLike, seed: int = 0) -> Path:
         from transformers import CLIPTokenizer
 
         vocab = len(CLIPTokenizer.from_pretrained(tdir))
-        unet, vae, text_encoder, scheduler = tiny_components(seed=seed, vocab_size=vocab)
-        save_diffusers_folder(folder, unet, vae, text_encoder, scheduler, tdir)
+        fam.save_folder(folder, fam.tiny_components(seed=seed, vocab_size=vocab), tdir)
     # Its own defaults (videomage.json), so that a CLI run on it without --size takes seconds, not the
     # minutes of ZeroScope's 576 x 320 (an untrained model: the size shows nothing either way).
     (folder / SETTINGS_FILE).write_text(json.dumps(TINY_MODEL_DEFAULTS, indent=1))

@@ -55,7 +55,7 @@ shape and trajectories survive the round trip (ceiling: colour 1.0, shape 0.93, 
 Config chosen, and why (preset ``full``)
 ----------------------------------------
 - Latent 32x32 (UNet levels 32 / 16 / 8 / 4): the quarter level that the engine records
-  (``down_blocks.2`` / ``up_blocks.1``, :data:`videomage_core.attention.DEFAULT_LEVELS`) is 8x8, the
+  (``down_blocks.2`` / ``up_blocks.1``, :data:`videomage_core.bases.zeroscope.DEFAULT_LEVELS`) is 8x8, the
   smallest map the mask and collaborative losses can use (the first experiment's 8x8 latent gave
   2x2 maps). An object (radius 7-11 of 64 units) spans 2-3 cells of such a map.
 - 128x128 px with a VAE of factor 4 (three levels, channels 32/64/64, 0.95 M parameters). The
@@ -962,7 +962,7 @@ class _Run:
 
 
 def folder_mb(folder: Path, model_only: bool = True) -> float:
-    from ..model import COMPONENTS
+    from ..bases.zeroscope import COMPONENTS
 
     files = (
         [p for c in COMPONENTS for p in (folder / c).rglob("*") if p.is_file()]

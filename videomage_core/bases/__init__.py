@@ -1,0 +1,86 @@
+"""Base-model families: everything that depends on a model's architecture, one module per family.
+
+The method modules (subject, motion, fusion, sampling, losses, attention, lora) name no layer of any
+base: they ask the family of the model's denoiser (:func:`family_of`) for what differs. A family module
+provides:
+
+- ``NAME``, ``TITLE``; ``UNET_CLASSES`` (class names of its denoiser, how a loaded model is recognised);
+- ``DEFAULTS``: sampling defaults (``width``, ``height``, ``frames``, ``steps``, ``cfg``) and
+  ``DEFAULT_LEVELS``: the blocks whose attention maps the losses and SCS read;
+- ``denoise(unet, latents, timesteps, text)``: the denoiser's call on latents ``(B, C, F, h, w)``;
+- ``LORA_TARGETS``: ``{"spatial": regex, "temporal": regex}`` of the projections each LoRA trains;
+- ``attention_layer_names(unet, levels) -> (spatial cross-attention, temporal self-attention)``;
+- ``checkpointed_modules(unet)``: the modules gradient checkpointing wraps;
+- ``recognizes(folder) -> bool`` and ``load_components(folder, dtype) -> dict`` (``unet``, ``vae``,
+  ``text_encoder``, ``tokenizer``, ``scheduler``) for a local diffusers folder, offline;
+- ``tiny_components(seed, vocab_size)`` and ``save_folder(folder, components, tokenizer_dir)``: a tiny
+  random model of the family's real layout, saved as the family's diffusers folder (tests, demos);
+- ``real_size()`` -> the configs of the full-size model, and ``unet_from_config(config)``: the cost
+  model's fake twin (:mod:`videomage_core.cost`).
+
+Adding a base: its module, and one line in :data:`FAMILIES`.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+FAMILIES = {
+    "zeroscope": "videomage_core.bases.zeroscope",
+    "animatediff": "videomage_core.bases.animatediff",
+}
+
+
+def family(name: str) -> ModuleType:
+    """The family module called ``name`` (a key of :data:`FAMILIES`)."""
+    from ..errors import require
+
+    require(name in FAMILIES, "base", f"expected one of {sorted(FAMILIES)}, got '{name}'")
+    return importlib.import_module(FAMILIES[name])
+
+
+def families() -> list[ModuleType]:
+    return [family(n) for n in FAMILIES]
+
+
+def family_of(model_or_unet) -> ModuleType:
+    """The family of a loaded model (or of its denoiser), recognised by the denoiser's class."""
+    unet = getattr(model_or_unet, "unet", model_or_unet)
+    cls = type(unet).__name__
+    for fam in families():
+        if cls in fam.UNET_CLASSES:
+            return fam
+    raise TypeError(f"no base family knows a denoiser of class {cls}")
+
+
+def detect_family(folder: Path) -> ModuleType | None:
+    """The family whose diffusers folder layout ``folder`` has, or None."""
+    for fam in families():
+        if fam.recognizes(Path(folder)):
+            return fam
+    return None
+
+
+def match_attention_layers(unet, levels, spatial: str, temporal: str) -> tuple[list[str], list[str]]:
+    """Module names ``<level>.<spatial>`` and ``<level>.<temporal>`` (regexes) for ``levels`` (block
+    names such as ``down_blocks.2``): the helper families use for :func:`attention_layer_names`."""
+    import re
+
+    level_re = "|".join(re.escape(lv) for lv in levels)
+    found_s, found_t = [], []
+    for name, _ in unet.named_modules():
+        if re.fullmatch(rf"({level_re})\.{spatial}", name):
+            found_s.append(name)
+        elif re.fullmatch(rf"({level_re})\.{temporal}", name):
+            found_t.append(name)
+    return found_s, found_t
+
+
+def read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
