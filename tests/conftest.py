@@ -39,6 +39,15 @@ def animatediff_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny_ad") / "tiny_animatediff", seed=0, base="animatediff")
 
 
+@pytest.fixture(scope="session")
+def animatediff_files(tmp_path_factory):
+    """The same tiny AnimateDiff as single files in the original layouts: ``checkpoint`` (SD1.5 LDM keys),
+    ``motion_module`` (.safetensors), ``motion_module_ckpt`` (a weights-only .ckpt), ``tokenizer``."""
+    from videomage_core.bases.animatediff_files import build_tiny_single_files
+
+    return build_tiny_single_files(tmp_path_factory.mktemp("tiny_ad_files"), seed=0)
+
+
 @pytest.fixture(params=["zeroscope", "animatediff"])
 def any_base_model(request, tiny_model_dir, animatediff_model_dir):
     """A freshly loaded tiny model of each base family (the test runs once per base)."""

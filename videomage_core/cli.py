@@ -43,8 +43,12 @@ def _size(text: str) -> tuple[int, int]:
 
 def _model_args(p):
     p.add_argument("--model", required=True, help="a diffusers model folder (ZeroScope, or AnimateDiff: an "
-                   "AnimateDiffPipeline folder or an SD1.5 folder with motion_adapter/), or "
-                   "'shapesworld_builtin' for the built-in ShapesWorld model")
+                   "AnimateDiffPipeline folder or an SD1.5 folder with motion_adapter/), 'shapesworld_builtin' "
+                   "for the built-in ShapesWorld model, or an SD1.5 checkpoint file (with --motion-module)")
+    p.add_argument("--motion-module", help="with an SD1.5 checkpoint file as --model: an AnimateDiff motion "
+                   "module (.safetensors, or .ckpt / .pt read weights-only)")
+    p.add_argument("--tokenizer", help="with a checkpoint file: a CLIP tokenizer folder (vocab.json + "
+                   "merges.txt), e.g. ComfyUI's comfy/sd1_tokenizer or an SD1.5 folder's tokenizer/")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto: bf16 on a GPU with native bf16, else fp16 (training scales its loss), "
                    "fp32 on the CPU")
@@ -191,10 +195,15 @@ def _preflight(model, stage, settings, input_name="--gradient-checkpointing", **
 
 
 def _load(args):
-    from .model import load_model
+    from .model import load_animatediff_files, load_model
     from .pretrained import resolve_model_path
 
-    model = load_model(resolve_model_path(args.model), args.dtype, args.device)
+    if Path(args.model).is_file() or args.motion_module:
+        require(bool(args.motion_module), "motion_module", f"'{args.model}' is a file: an SD1.5 checkpoint "
+                "needs --motion-module (an AnimateDiff motion module) and --tokenizer")
+        model = load_animatediff_files(args.model, args.motion_module, args.tokenizer, args.dtype, args.device)
+    else:
+        model = load_model(resolve_model_path(args.model), args.dtype, args.device)
     print(f"model: {str(model.dtype).replace('torch.', '')} on {model.device} ({model.dtype_reason})",
           file=sys.stderr)
     return model
@@ -312,7 +321,8 @@ def run(args) -> int:
 
 
 # engine input names that are not the flag's own name
-FLAG_OF_INPUT = {"model_path": "--model", "width": "--size", "height": "--size", "reference_words": "--subjects",
+FLAG_OF_INPUT = {"model_path": "--model", "checkpoint_file": "--model", "motion_module": "--motion-module",
+                 "tokenizer": "--tokenizer", "width": "--size", "height": "--size", "reference_words": "--subjects",
                  "motion_prompt": "--prompt", "subjects": "--subject", "aux_videos": "--aux-video",
                  "alpha": "--alpha", "noise_prior_beta": "--noise-prior-beta"}
 

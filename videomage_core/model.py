@@ -193,10 +193,32 @@ def load_model(path: str | os.PathLike, dtype: str | torch.dtype = "auto",
     except (OSError, ValueError, KeyError) as exc:
         raise VideoMageInputError("model_path", f"could not load '{path}' as a {fam.TITLE} "
                                   f"diffusers folder: {exc}") from exc
+    return assemble_model(c, str(folder), device, torch_dtype, dtype_reason, read_model_settings(folder))
+
+
+def assemble_model(c: dict, path: str, device: torch.device, torch_dtype: torch.dtype, dtype_reason: str,
+                   settings: dict | None = None) -> VideoMageModel:
+    """A :class:`VideoMageModel` from loaded components (``unet``, ``vae``, ``text_encoder``,
+    ``tokenizer``, ``scheduler``): frozen, in eval mode, on ``device``."""
     for module in (c["unet"], c["vae"], c["text_encoder"]):
         module.requires_grad_(False).eval().to(device)
     fingerprint = model_fingerprint(c["unet"], c["text_encoder"])
     return VideoMageModel(unet=c["unet"], vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
-                          scheduler=c["scheduler"], path=str(folder), fingerprint=fingerprint,
-                          device=device, dtype=torch_dtype, settings=read_model_settings(folder),
+                          scheduler=c["scheduler"], path=path, fingerprint=fingerprint,
+                          device=device, dtype=torch_dtype, settings=dict(settings or {}),
                           dtype_reason=dtype_reason)
+
+
+def load_animatediff_files(checkpoint: str | os.PathLike, motion_module: str | os.PathLike,
+                           tokenizer: str | os.PathLike, dtype: str | torch.dtype = "auto",
+                           device: str | torch.device = "cpu") -> VideoMageModel:
+    """AnimateDiff from the files ComfyUI users have: an SD1.5 single-file checkpoint, an AnimateDiff
+    motion module and a CLIP tokenizer folder (:mod:`videomage_core.bases.animatediff_files`)."""
+    from .bases.animatediff_files import load_single_files
+
+    device = check_device(device)
+    dtype, dtype_reason = choose_dtype(device, dtype)
+    torch_dtype = resolve_dtype(dtype)
+    c = load_single_files(checkpoint, motion_module, tokenizer, torch_dtype)
+    label = f"{Path(checkpoint).name} + {Path(motion_module).name}"
+    return assemble_model(c, label, device, torch_dtype, dtype_reason)

@@ -40,33 +40,33 @@ def build_tiny_tokenizer(folder: str | os.PathLike) -> None:
     build_tiny_clip_tokenizer(folder, corpus=corpus, num_merges=4 * len(corpus.split()))
 
 
-def tiny_vae():
+def tiny_vae(channels=(8, 16, 16, 16), groups: int = 8):
     """A random tiny SD-layout VAE (four levels, 8x down-sampling, 4 latent channels)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4,
-        norm_num_groups=8, sample_size=64,
+        block_out_channels=tuple(channels), layers_per_block=1, latent_channels=4,
+        norm_num_groups=groups, sample_size=64,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
     )
 
 
-def tiny_text_encoder(vocab_size: int = 400, text_dim: int = 32):
+def tiny_text_encoder(vocab_size: int = 400, text_dim: int = 32, heads: int = 4, eos_token_id: int = 1):
     """A random tiny CLIP text encoder (2 layers) for the tiny tokenizer's vocabulary."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     return CLIPTextModel(CLIPTextConfig(
         vocab_size=vocab_size, hidden_size=text_dim, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, projection_dim=text_dim,
-        bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        num_attention_heads=heads, max_position_embeddings=77, projection_dim=text_dim,
+        bos_token_id=0, eos_token_id=eos_token_id, pad_token_id=1,
     ))
 
 
-def tiny_components(seed: int = 0, vocab_size: int = 400, text_dim: int = 32, base: str = "zeroscope"):
+def tiny_components(seed: int = 0, vocab_size: int = 400, base: str = "zeroscope"):
     """Random tiny components of ``base``'s real layout: ``(unet, vae, text_encoder, scheduler)``."""
     from .bases import family
 
-    c = family(base).tiny_components(seed=seed, vocab_size=vocab_size, text_dim=text_dim)
+    c = family(base).tiny_components(seed=seed, vocab_size=vocab_size)
     return c["unet"], c["vae"], c["text_encoder"], c["scheduler"]
 
 

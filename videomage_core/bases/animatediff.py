@@ -111,31 +111,37 @@ SD15_UNET = dict(
 )
 
 
-def tiny_parts(seed: int = 0, text_dim: int = 32):
-    """A random tiny SD1.5-layout UNet (four levels, cross-attention on the first three) and a
-    matching tiny motion adapter (a motion module per resnet, and one in the middle block)."""
+TINY_TEXT_DIM = 64  # one head of SD1.5's head width 64, so the single-file reader infers its config
+
+
+def tiny_parts(seed: int = 0, text_dim: int = TINY_TEXT_DIM):
+    """A random tiny SD1.5-layout UNet (four levels, cross-attention on the first three; SD1.5's 8 heads
+    and 32 norm groups) and a matching tiny motion adapter (a motion module per resnet, one in the
+    middle block, mm_sd_v15_v2's 8 heads, 32 groups and 32 positions)."""
     from diffusers import MotionAdapter, UNet2DConditionModel
 
     torch.manual_seed(seed)
     unet2d = UNet2DConditionModel(
-        sample_size=8, block_out_channels=(32, 32, 64, 64), layers_per_block=1, cross_attention_dim=text_dim,
-        attention_head_dim=8, norm_num_groups=8,
+        sample_size=64, block_out_channels=(32, 32, 64, 64), layers_per_block=1, cross_attention_dim=text_dim,
+        attention_head_dim=8, norm_num_groups=32,
         down_block_types=SD15_UNET["down_block_types"], up_block_types=SD15_UNET["up_block_types"],
     )
     adapter = MotionAdapter(block_out_channels=(32, 32, 64, 64), motion_layers_per_block=1,
-                            motion_num_attention_heads=4, motion_norm_num_groups=8, motion_max_seq_length=32,
+                            motion_num_attention_heads=8, motion_norm_num_groups=32, motion_max_seq_length=32,
                             use_motion_mid_block=True)
     return unet2d, adapter
 
 
-def tiny_components(seed: int = 0, vocab_size: int = 400, text_dim: int = 32) -> dict:
+def tiny_components(seed: int = 0, vocab_size: int = 400, text_dim: int = TINY_TEXT_DIM) -> dict:
     """Random tiny components, the denoiser kept as its two parts (``unet`` an SD1.5-layout
     ``UNet2DConditionModel``, ``motion_adapter``), as a user's SD1.5 folder plus a motion module."""
     from ..tiny import tiny_text_encoder, tiny_vae
 
     unet2d, adapter = tiny_parts(seed, text_dim)
-    return {"unet": unet2d, "motion_adapter": adapter, "vae": tiny_vae(),
-            "text_encoder": tiny_text_encoder(vocab_size, text_dim), "scheduler": scheduler()}
+    return {"unet": unet2d, "motion_adapter": adapter, "vae": tiny_vae((32, 32, 32, 32), groups=32),
+            # SD1.5's text config names bos 0, eos 2, pad 1 (what its single files are read with)
+            "text_encoder": tiny_text_encoder(vocab_size, text_dim, heads=1, eos_token_id=2),
+            "scheduler": scheduler()}
 
 
 def save_folder(folder: Path, components: dict, tokenizer_dir) -> None:
