@@ -9,7 +9,7 @@ import torch
 from videomage_core.cli import build_parser, main
 from videomage_core.video_io import load_video, save_animation
 
-COMMANDS = ["tiny-model", "train-subject", "train-motion", "fuse", "sample", "demo"]
+COMMANDS = ["tiny-model", "export", "train-subject", "train-motion", "fuse", "sample", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

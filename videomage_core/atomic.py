@@ -48,3 +48,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = None) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent))
+
+
+def atomic_write_new(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Like :func:`atomic_write`, but never replaces a file: ``path`` if it is free, else the first free
+    ``<stem>_NNNNN<suffix>``. The name is taken by a hard link from the finished temporary file, which
+    fails if the name exists, so two writers never take one name. Returns the path written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        candidates = [path] + [path.with_name(f"{path.stem}_{n:05d}{path.suffix}") for n in range(1, 100000)]
+        for final in candidates:
+            try:
+                os.link(tmp, final)
+                return final
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free name for {path}")
+    finally:
+        Path(tmp).unlink(missing_ok=True)

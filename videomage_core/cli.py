@@ -1,4 +1,4 @@
-"""``python -m videomage_core``: tiny-model, train-subject, train-motion, fuse, sample, demo."""
+"""``python -m videomage_core``: tiny-model, export, train-subject, train-motion, fuse, sample, demo."""
 from __future__ import annotations
 
 import argparse
@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--base", default="zeroscope", choices=list(FAMILIES),
                    help="the base family whose layout it has")
+
+    p = sub.add_parser("export", formatter_class=_Help,
+                       help="write a subject or motion in the formats ComfyUI's own nodes load (AnimateDiff)")
+    p.add_argument("artifact", help="a VideoMage subject or motion .safetensors")
+    p.add_argument("--out", required=True, help="ComfyUI's models folder (or any folder): files go into its "
+                   "loras/, embeddings/ and animatediff_motion_lora/ sub-folders, never over an existing file")
+    p.add_argument("--name", help="file name stem (default: the artifact's file name)")
 
     p = sub.add_parser("train-subject", formatter_class=_Help, help="learn a subject (token + spatial LoRA) from 3-5 images")
     _model_args(p)
@@ -225,6 +232,15 @@ def run(args) -> int:
         report = run_demo(args.out, scale=args.scale, seed=args.seed, model_dir=model_dir,
                           callback=terminal_progress)
         print(f"wrote {args.out} ({report['timings']['total']:.1f} s)")
+        return 0
+    if args.command == "export":
+        from .artifacts import load_artifact
+        from .export import export_artifact, usage
+
+        art = load_artifact(args.artifact, input_name="artifact")
+        name = args.name or Path(args.artifact).stem
+        for line in usage(export_artifact(art, name, lambda kind: Path(args.out) / kind)):
+            print(line)
         return 0
     check_output(args)
     if args.command == "train-subject":

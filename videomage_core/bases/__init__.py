@@ -16,7 +16,9 @@ provides:
 - ``tiny_components(seed, vocab_size)`` and ``save_folder(folder, components, tokenizer_dir)``: a tiny
   random model of the family's real layout, saved as the family's diffusers folder (tests, demos);
 - ``real_size()`` -> the configs of the full-size model, and ``unet_from_config(config)``: the cost
-  model's fake twin (:mod:`videomage_core.cost`).
+  model's fake twin (:mod:`videomage_core.cost`);
+- optionally ``export_files(artifact, name)``: the files ComfyUI's own nodes load
+  (:mod:`videomage_core.export`); a family without it has no export.
 
 Adding a base: its module, and one line in :data:`FAMILIES`.
 """

@@ -179,6 +179,14 @@ def real_size() -> dict:
             "title": "AnimateDiff: SD1.5 UNet + mm_sd_v15_v2 motion modules, CLIP ViT-L, SD VAE"}
 
 
+def export_files(artifact, name: str) -> list:
+    """``[(ComfyUI models kind, file name, tensors, metadata)]``: a subject as an SD1.5 kohya LoRA and
+    its tokens as embeddings, a motion as an AnimateDiff motion LoRA (:mod:`.animatediff_export`)."""
+    from .animatediff_export import export_files as files
+
+    return files(artifact, name)
+
+
 def unet_from_config(config: dict):
     from diffusers import UNetMotionModel
 
