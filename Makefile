@@ -66,7 +66,7 @@ workflows: $(STAMP)
 
 # only the tests against a real ComfyUI (COMFYUI_DIR, or ~/ComfyUI); they skip without one
 test-comfyui: $(STAMP)
-	$(PY) -m pytest -q tests/test_comfyui_server.py tests/test_comfyui_browser.py
+	$(PY) -m pytest -q tests/test_comfyui_server.py tests/test_comfyui_browser.py tests/test_comfyui_exports.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) outputs .pytest_cache

@@ -6,8 +6,10 @@ the pack folder on ``sys.path``).
 """
 
 from . import (
+    animatediff_loader,
     artifact_io,
     example_data,
+    export,
     fuse,
     model_loader,
     sampler,
@@ -16,7 +18,18 @@ from . import (
     train_subject,
 )
 
-_MODULES = (model_loader, subject_images, train_subject, train_motion, fuse, sampler, artifact_io, example_data)
+_MODULES = (
+    model_loader,
+    animatediff_loader,
+    subject_images,
+    train_subject,
+    train_motion,
+    fuse,
+    sampler,
+    artifact_io,
+    export,
+    example_data,
+)
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

@@ -72,6 +72,47 @@ def temp_dir() -> Path:
     return Path(os.environ.get("VIDEOMAGE_TEMP_DIR", "temp")).resolve()
 
 
+def model_files(kind: str) -> dict[str, Path]:
+    """``{name: path}`` of the files in a ComfyUI model folder kind (``checkpoints``,
+    ``animatediff_models``, ...), as its pickers list them; ``models/<kind>`` when ComfyUI (or the node
+    pack that registers the kind) does not know it."""
+    fp = folder_paths()
+    if fp is not None:
+        try:
+            return {n: Path(fp.get_full_path(kind, n)) for n in fp.get_filename_list(kind)}
+        except Exception:  # a kind no one registered (AnimateDiff-Evolved registers its two)
+            pass
+    folder = models_dir() / kind
+    if not folder.is_dir():
+        return {}
+    suffixes = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.suffix.lower() in suffixes}
+
+
+def model_folder(kind: str) -> Path:
+    """Where an export of ``kind`` (``loras``, ``embeddings``, ``animatediff_motion_lora``) is written:
+    the first folder ComfyUI lists for it, else ``models/<kind>``."""
+    fp = folder_paths()
+    if fp is not None:
+        try:
+            return Path(fp.get_folder_paths(kind)[0])
+        except Exception:
+            pass
+    return models_dir() / kind
+
+
+def sd1_tokenizer_dir() -> Path | None:
+    """ComfyUI's own SD1.5 CLIP tokenizer files (``comfy/sd1_tokenizer``); outside ComfyUI the folder
+    in ``VIDEOMAGE_SD1_TOKENIZER``, else None."""
+    comfy = _import("comfy")
+    if comfy is not None and getattr(comfy, "__file__", None):
+        folder = Path(comfy.__file__).parent / "sd1_tokenizer"
+        if folder.is_dir():
+            return folder
+    env = os.environ.get("VIDEOMAGE_SD1_TOKENIZER")
+    return Path(env) if env else None
+
+
 def lora_dirs() -> list[Path]:
     """The ``loras`` folders (``models/loras``, ``<output>/loras``, extra paths); first: the output one."""
     out = [output_dir() / "loras"]

@@ -150,6 +150,7 @@ BAD_INPUTS = {
     "filename_prefix": ["../escape", "/abs/path"],
     "subject_file": ["../../etc/passwd", "videomage/none.safetensors"],
     "motion_file": ["../../etc/passwd", "videomage/none.safetensors"],
+    "name": ["../x", "", "a b"],
 }
 GOOD_INPUTS = {"width": 64, "height": 64}
 
