@@ -105,8 +105,8 @@ def sd1_tokenizer_dir() -> Path | None:
     """ComfyUI's own SD1.5 CLIP tokenizer files (``comfy/sd1_tokenizer``); outside ComfyUI the folder
     in ``VIDEOMAGE_SD1_TOKENIZER``, else None."""
     comfy = _import("comfy")
-    if comfy is not None and getattr(comfy, "__file__", None):
-        folder = Path(comfy.__file__).parent / "sd1_tokenizer"
+    for root in list(getattr(comfy, "__path__", None) or []):  # a namespace package: no __file__
+        folder = Path(root) / "sd1_tokenizer"
         if folder.is_dir():
             return folder
     env = os.environ.get("VIDEOMAGE_SD1_TOKENIZER")

@@ -323,8 +323,43 @@ def scs_vs_wo_scs():
     return g
 
 
+# AnimateDiff from the user's own files (what ComfyUI's default SD1.5 download and AnimateDiff-Evolved's
+# motion module are called), at AnimateDiff's usual 16 frames of 512 x 512, 25 steps, CFG 7.5.
+AD_CHECKPOINT, AD_MOTION_MODULE = "v1-5-pruned-emaonly.safetensors", "mm_sd_v15_v2.ckpt"
+AD_SIZE = {"width": 512, "height": 512}
+
+
+def animatediff_full_pipeline():
+    """The full pipeline on AnimateDiff, then the fused subject and the motion exported for other graphs."""
+    g = Graph()
+    m = g.add("VideoMageLoadAnimateDiff", {"ckpt_name": AD_CHECKPOINT, "motion_module": AD_MOTION_MODULE},
+              pos=col(0, -200))
+    subjects = []
+    for index, row in ((0, 0), (1, 560)):
+        token, superclass = REAL_SUBJECTS[index]
+        s = user_photos(g, row, token)
+        subjects.append(g.add("VideoMageTrainSubject", {"token": token, "superclass": superclass, "seed": index,
+                                                        **AD_SIZE},
+                              links={"model": (m, 0), "images": (s, 0), "masks": (s, 1)}, pos=col(2, row)))
+    f = g.add("LoadVideo", {"file": REFERENCE_VIDEO}, pos=col(0, 1120), title="reference video")
+    v = g.add("GetVideoComponents", links={"video": (f, 0)}, pos=(420, 1160))
+    mo = g.add("VideoMageTrainMotion", {**REAL_MOTION, **AD_SIZE, "frames": 16},
+               links={"model": (m, 0), "video": (v, 0)}, pos=col(2, 1120))
+    fu = g.add("VideoMageFuseSubjects", dict(AD_SIZE),
+               links={"model": (m, 0), "subject_1": (subjects[0], 0), "subject_2": (subjects[1], 0)}, pos=col(3, 0))
+    s = g.add("VideoMageCollaborativeSampler",
+              {"prompt": REAL_PROMPT, **AD_SIZE, "frames": 16, "steps": 25, "cfg": 7.5},
+              links={"model": (m, 0), "subject": (fu, 0), "motion": (mo, 0)}, pos=col(3, 640))
+    g.add("SaveAnimatedWEBP", {"filename_prefix": "videomage/animatediff", "fps": 8.0}, links={"images": (s, 0)},
+          pos=col(4, 640))
+    g.add("VideoMageExportSubject", {"name": "my_toy_and_dog"}, links={"subject": (fu, 0)}, pos=col(4, 0))
+    g.add("VideoMageExportMotion", {"name": "riding"}, links={"motion": (mo, 0)}, pos=col(4, 1120))
+    return g
+
+
 WORKFLOWS = {
     "videomage_full_pipeline": lambda: full_pipeline(False),
+    "videomage_animatediff_full_pipeline": animatediff_full_pipeline,
     "videomage_train_subject": train_subject,
     "videomage_train_motion": train_motion,
     "videomage_sample_saved": sample_saved,

@@ -194,6 +194,7 @@ TINY = {
         "cutmix_videos": 1,
     },
     "VideoMageCollaborativeSampler": {"frames": 3, "width": 64, "height": 64, "steps": 2, "tau": 1},
+    "VideoMageLoadAnimateDiff": {"dtype": "fp32", "device": "cpu"},
 }
 
 

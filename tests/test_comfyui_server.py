@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -89,6 +90,8 @@ class Server:
             str(self.port),
             "--disable-auto-launch",
             "--disable-api-nodes",
+            "--base-directory",  # models/ (checkpoints, loras, exports) here, not in the ComfyUI checkout
+            str(w),
             "--output-directory",
             str(w / "output"),
             "--input-directory",
@@ -159,6 +162,15 @@ def work(tmp_path_factory):
     from helpers import write_user_inputs
 
     write_user_inputs(w / "input", comfy_python(COMFY_ROOT))  # the real-model workflows' photos and clip
+    from build_workflows import AD_CHECKPOINT, AD_MOTION_MODULE
+
+    from videomage_core.bases.animatediff_files import build_tiny_single_files
+
+    files = build_tiny_single_files(tmp_path_factory.mktemp("ad_files"), seed=0)  # a user's SD1.5 + motion module
+    for kind, name, src in (("checkpoints", AD_CHECKPOINT, "checkpoint"),
+                            ("animatediff_models", AD_MOTION_MODULE, "motion_module_ckpt")):
+        (w / "models" / kind).mkdir(parents=True, exist_ok=True)
+        shutil.copy(files[src], w / "models" / kind / name)
     from videomage_core.pretrained import BUILTIN_NAME, builtin_model_folders
 
     if BUILTIN_NAME not in builtin_model_folders():  # a user folder of that name stands in for it
@@ -256,6 +268,7 @@ def test_templates_are_listed(server):
 
 ORDER = [
     "videomage_full_pipeline",
+    "videomage_animatediff_full_pipeline",
     "videomage_train_subject",
     "videomage_train_motion",
     "videomage_sample_saved",
@@ -297,6 +310,10 @@ def test_every_workflow_runs(server, work):
         "my_subjects/my_toy_00001_.safetensors" in names and "my_motions/riding_00001_.safetensors" in names
     )
     assert not [n for n in names if ".partial" in n or n.endswith(".tmp")]
+    # the AnimateDiff pipeline's exports, where ComfyUI's own loaders look (models/ under --base-directory)
+    for rel in ("loras/my_toy_and_dog_lora.safetensors", "embeddings/my_toy.safetensors",
+                "embeddings/my_dog.safetensors", "animatediff_motion_lora/riding_motion_lora.safetensors"):
+        assert (work / "models" / rel).is_file(), rel
 
 
 def _errors(result) -> str:

@@ -26,7 +26,7 @@ from workflow_tools import (  # noqa: E402
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize", "image")
 # Combos whose choices depend on the user's folders (models, saved files): any string is fine here.
-ENV_COMBOS = {"model_name", "subject_file", "motion_file", "image", "file"}
+ENV_COMBOS = {"model_name", "subject_file", "motion_file", "image", "file", "ckpt_name", "motion_module"}
 
 
 def test_there_are_workflows_with_thumbnails_and_api_twins():
@@ -154,6 +154,9 @@ def test_only_the_quick_start_uses_the_builtin_model():
     for path in WORKFLOWS:
         api = json.loads((REPO / "workflows" / "api" / path.name).read_text())
         models = {n["inputs"]["model_name"] for n in api.values() if n["class_type"] == "VideoMageLoadModel"}
+        if "animatediff" in path.stem:  # AnimateDiff from the user's checkpoint + motion module instead
+            assert not models and any(n["class_type"] == "VideoMageLoadAnimateDiff" for n in api.values())
+            continue
         want = "shapesworld_builtin" if path.stem == QUICK_START else "zeroscope_v2_576w"
         assert models == {want}, f"{path.stem}: {models}"
 

@@ -132,11 +132,16 @@ def tiny_parts(seed: int = 0, text_dim: int = TINY_TEXT_DIM):
     return unet2d, adapter
 
 
+SD15_VOCAB = 49408  # CLIP's: the tiny text encoder has every row, so ComfyUI's own SD1.5 tokenizer fits it
+
+
 def tiny_components(seed: int = 0, vocab_size: int = 400, text_dim: int = TINY_TEXT_DIM) -> dict:
     """Random tiny components, the denoiser kept as its two parts (``unet`` an SD1.5-layout
-    ``UNet2DConditionModel``, ``motion_adapter``), as a user's SD1.5 folder plus a motion module."""
+    ``UNet2DConditionModel``, ``motion_adapter``), as a user's SD1.5 folder plus a motion module. The
+    text encoder has CLIP's 49408 rows whatever ``vocab_size`` (the tiny tokenizer's ids fit too)."""
     from ..tiny import tiny_text_encoder, tiny_vae
 
+    vocab_size = max(vocab_size, SD15_VOCAB)
     unet2d, adapter = tiny_parts(seed, text_dim)
     return {"unet": unet2d, "motion_adapter": adapter, "vae": tiny_vae((32, 32, 32, 32), groups=32),
             # SD1.5's text config names bos 0, eos 2, pad 1 (what its single files are read with)

@@ -114,6 +114,8 @@ def load_single_files(checkpoint, motion_module, tokenizer_dir, torch_dtype: tor
     if parts["text_encoder"].get_input_embeddings().weight.shape[0] < len(tok):
         raise VideoMageInputError("tokenizer", f"the tokenizer has {len(tok)} tokens, the checkpoint's text "
                                   f"encoder {parts['text_encoder'].get_input_embeddings().weight.shape[0]}")
+    # the text encoder's 77 positions: ComfyUI's own tokenizer files say 8192 (ComfyUI chunks long prompts)
+    tok.model_max_length = parts["text_encoder"].config.max_position_embeddings
     unet = motion_unet(parts["unet"], adapter).to(torch_dtype)
     vae_dtype = torch.float32 if torch_dtype == torch.float16 else torch_dtype
     return {"unet": unet, "vae": parts["vae"].to(vae_dtype), "text_encoder": parts["text_encoder"].to(torch_dtype),
