@@ -50,7 +50,8 @@ class Setup:
 
     def describe(self) -> str:
         n = sum(p.numel() for p in self.model.unet.parameters())
-        return f"tiny ZeroScope-layout UNet3D ({n / 1e6:.1f} M parameters), {self.model.device}"
+        unet = type(self.model.unet).__name__
+        return f"tiny {self.model.family.TITLE} layout, {unet} ({n / 1e6:.1f} M parameters), {self.model.device}"
 
     # forward with / without the attention recorder
     @torch.no_grad()

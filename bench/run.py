@@ -200,6 +200,9 @@ def write_results(results: dict, folder: Path) -> None:
         lines += ["", f"Estimated whole customization: {full['estimated_customization_minutes']} min "
                   f"({full['note']})."]
     lines += real_size_lines(results.get("real_size"))
+    from .animatediff import markdown as animatediff_lines
+
+    lines += animatediff_lines(results.get("animatediff"))
     write_section(folder / "RESULTS.md", "speed", "\n".join(lines))
 
 
@@ -215,9 +218,19 @@ def main(argv=None) -> int:
                         help="only the real-size estimates and the estimator's CPU check, merged into the "
                         "existing results.json (the small-model ratios are kept)")
     parser.add_argument("--no-real-size", action="store_true", help="skip the real-size section")
+    parser.add_argument("--animatediff-only", action="store_true",
+                        help="only the AnimateDiff section, merged into the existing results.json")
     parser.add_argument("--check-frames", type=int, default=2,
                         help="frames of the estimator's CPU check (real architecture, fp32, 320x576)")
     args = parser.parse_args(argv)
+    if args.animatediff_only:
+        from .animatediff import run as run_animatediff
+
+        results = json.loads((Path(args.out) / "results.json").read_text())
+        results["animatediff"] = run_animatediff(torch.device(args.device), args.repeats, args.size, args.frames)
+        write_results(results, Path(args.out))
+        print(f"wrote {args.out}/results.json and RESULTS.md (animatediff)")
+        return 0
     if args.real_size_only:
         results = json.loads((Path(args.out) / "results.json").read_text())
         results["real_size"] = run_real_size(args.check_frames)
@@ -242,6 +255,9 @@ def main(argv=None) -> int:
             results["full_size"] = run_full_size(device)
     else:
         results["full_size"] = {"skipped": "run `python -m bench.run --full-size` on a machine with a GPU"}
+    from .animatediff import run as run_animatediff
+
+    results["animatediff"] = run_animatediff(device, args.repeats, args.size, args.frames)
     if not args.no_real_size:
         results["real_size"] = run_real_size(args.check_frames)
     elif (Path(args.out) / "results.json").is_file():  # keep the last real-size section

@@ -148,3 +148,17 @@ def test_animatediff_training_resumes_and_checkpoints_like_zeroscope(animatediff
     # gradient checkpointing (the family's modules wrapped) computes the same training
     checked = run(settings={"gradient_checkpointing": True})
     assert checked.losses == pytest.approx(full.losses, rel=1e-5)
+
+
+def test_cancel_stops_an_animatediff_training_and_leaves_the_model_clean(animatediff_model_dir, tmp_path):
+    from videomage_core.errors import TrainingCancelled
+    from videomage_core.model import load_model
+
+    model = load_model(animatediff_model_dir)
+    steps = []
+    settings = SubjectSettings(token="<toy>", superclass="toy", steps=10, height=64, width=64, prior_videos=1,
+                               prior_frames=2, prior_steps=1)
+    with pytest.raises(TrainingCancelled, match="cancelled at step 2/10"):
+        train_subject(model, _images(), settings, cache_dir=tmp_path, cancel=lambda: len(steps) >= 2,
+                      callback=lambda info: steps.append(info.step) if info.stage == "subject" else None)
+    assert model.adapters == {} and not any(p.requires_grad for p in model.unet.parameters())

@@ -79,6 +79,25 @@ def match_attention_layers(unet, levels, spatial: str, temporal: str) -> tuple[l
     return found_s, found_t
 
 
+def quiet_diffusers():
+    """A context that silences diffusers' informational warnings (e.g. "modules that should be kept in
+    float32: []" on every ``.to(dtype)`` of a model that has none)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def quiet():
+        from diffusers.utils import logging as dlog
+
+        level = dlog.get_verbosity()
+        dlog.set_verbosity_error()
+        try:
+            yield
+        finally:
+            dlog.set_verbosity(level)
+
+    return quiet()
+
+
 def read_json(path: Path) -> dict:
     import json
 

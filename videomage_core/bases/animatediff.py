@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import match_attention_layers, read_json
+from . import match_attention_layers, quiet_diffusers, read_json
 
 NAME = "animatediff"
 TITLE = "AnimateDiff (SD1.5 + motion module)"
@@ -72,6 +72,11 @@ def motion_unet(unet2d, adapter):
 
 def load_components(folder: Path, torch_dtype: torch.dtype) -> dict:
     """The components of a local folder (nothing downloaded). The VAE stays fp32 under fp16."""
+    with quiet_diffusers():
+        return _load_components(folder, torch_dtype)
+
+
+def _load_components(folder: Path, torch_dtype: torch.dtype) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 

@@ -98,6 +98,13 @@ def check_tokenizer_folder(folder, input_name: str = "tokenizer") -> Path:
 
 def load_single_files(checkpoint, motion_module, tokenizer_dir, torch_dtype: torch.dtype) -> dict:
     """The AnimateDiff components from an SD1.5 checkpoint file, a motion module file and a tokenizer folder."""
+    from . import quiet_diffusers
+
+    with quiet_diffusers():
+        return _load_single_files(checkpoint, motion_module, tokenizer_dir, torch_dtype)
+
+
+def _load_single_files(checkpoint, motion_module, tokenizer_dir, torch_dtype: torch.dtype) -> dict:
     from diffusers import DDIMScheduler
     from transformers import CLIPTokenizer
 
