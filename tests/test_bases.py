@@ -100,10 +100,13 @@ def test_animatediff_plain_sampler_matches_diffusers_pipeline(animatediff_model_
     assert (ours - out).abs().max() <= 1e-9 * float(out.abs().max()), (ours - out).abs().max()
 
 
-def test_every_stage_runs_on_each_base(any_base_model, tmp_path):
+def test_every_stage_runs_on_animatediff(animatediff_model_dir, tmp_path):
     """Subject (LoRA + token + prior videos), motion (appearance-free loss + textual inversion), fusion
-    (average of deltas, L_fusion, L_attn), SCS and w/o SCS with the noise prior: the same calls on both."""
-    model = any_base_model
+    (average of deltas, L_fusion, L_attn), SCS and w/o SCS with the noise prior: the same calls as on
+    ZeroScope, whose stages test_training, test_sampling and test_nodes cover one by one."""
+    from videomage_core.model import load_model
+
+    model = load_model(animatediff_model_dir)
     base = model.family.NAME
     subjects = []
     for i, (tok, word) in enumerate([("<toy>", "toy"), ("<dog>", "dog")]):
