@@ -41,10 +41,16 @@ class VideoMageLoadAnimateDiff:
                     ["auto", "cpu", "cuda"],
                     {"default": "auto", "tooltip": "Where the model runs. auto: ComfyUI's device."},
                 ),
+                "keep_loaded": (
+                    "BOOLEAN",
+                    {"default": False, "tooltip": "Keep the weights on the GPU between VideoMage nodes (faster "
+                     "when several run in a row). Off: they wait on the CPU and go to the GPU only while a "
+                     "VideoMage node runs, so ComfyUI's own nodes (a KSampler after ours) find the memory free."},
+                ),
             }
         }
 
-    def load(self, ckpt_name, motion_module, dtype, device):
+    def load(self, ckpt_name, motion_module, dtype, device, keep_loaded=False):
         import torch
 
         from videomage_core.errors import VideoMageInputError
@@ -57,8 +63,16 @@ class VideoMageLoadAnimateDiff:
             raise VideoMageInputError("motion_module", f"'{motion_module}' is not in models/animatediff_models")
         tokenizer = bridge.sd1_tokenizer_dir()
         dev = bridge.default_device() if device == "auto" else str(check_device(device))
+        from videomage_core.model import choose_dtype
+
+        from .model_loader import place
+
+        dtype, reason = choose_dtype(dev, dtype)
         with torch.inference_mode(False):  # weights must not be inference tensors (training needs them)
-            model = load_animatediff_files(checkpoints[ckpt_name], modules[motion_module], tokenizer, dtype, dev)
+            model = load_animatediff_files(checkpoints[ckpt_name], modules[motion_module], tokenizer, dtype,
+                                           dev if keep_loaded else "cpu")
+        model = place(model, dev, keep_loaded)
+        model.dtype_reason = reason
         print(f"[VideoMage] Load AnimateDiff: {model.path} in {model.dtype} on {model.device} ({model.dtype_reason})")
         return (model,)
 

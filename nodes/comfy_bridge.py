@@ -163,6 +163,21 @@ def free_memory() -> None:
 # ------------------------------------------------------------------ progress / cancel
 
 
+def empty_cache() -> None:
+    """Return freed GPU memory to the driver (ComfyUI's soft_empty_cache, else torch's)."""
+    mm = model_management()
+    try:
+        if mm is not None:
+            mm.soft_empty_cache()
+            return
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
 def interrupted() -> bool:
     """True while a Cancel is pending (does not clear it)."""
     mm = model_management()

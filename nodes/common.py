@@ -299,21 +299,31 @@ class LiveLoss:
         self.progress.update(info.stage, info.step, info.total, preview)
 
 
-def run_engine(fn, title: str, stages: dict[str, int]):
+def run_engine(fn, title: str, stages: dict[str, int], model=None):
     """Run ``fn(callback, cancel)`` the way ComfyUI needs training and guided sampling to run:
-    ComfyUI's models unloaded first, autograd on (ComfyUI runs nodes under inference mode), a
-    progress bar per step, and a Cancel that stops within one step. The engine's cancel check
-    saves a resumable checkpoint before it stops; the pending Cancel is then raised as ComfyUI's
-    own interruption."""
+    ComfyUI's models unloaded first, ``model``'s weights brought to its device, autograd on (ComfyUI
+    runs nodes under inference mode), a progress bar per step, and a Cancel that stops within one
+    step. The engine's cancel check saves a resumable checkpoint before it stops; the pending Cancel
+    is then raised as ComfyUI's own interruption. Afterwards, unless the model was loaded with
+    ``keep_loaded``, its weights go back to the CPU, so ComfyUI's own nodes after ours find the GPU
+    memory free (ComfyUI's model management does not see our modules)."""
+    from videomage_core.model import offload, onload
+
     require_dependencies()
     live = LiveLoss(title, stages)
     bridge.free_memory()
-    with torch.inference_mode(False), torch.enable_grad():
-        try:
-            return fn(live, bridge.interrupted)
-        except TrainingCancelled:
-            bridge.raise_if_interrupted()
-            raise
+    if model is not None:
+        onload(model)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            try:
+                return fn(live, bridge.interrupted)
+            except TrainingCancelled:
+                bridge.raise_if_interrupted()
+                raise
+    finally:
+        if model is not None and not model.keep_loaded and offload(model):
+            bridge.empty_cache()
 
 
 def checkpoint_path(kind: str, key: str) -> Path:

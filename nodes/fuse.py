@@ -211,7 +211,7 @@ class VideoMageFuseSubjects:
                 )
 
             art = run_engine(fn, "Fuse Subjects",
-                             {"fusion_videos": generation_steps_of(settings, n), "fusion": steps})
+                             {"fusion_videos": generation_steps_of(settings, n), "fusion": steps}, model)
             frames_list = getattr(art, "cutmix_preview", None) or []
             if frames_list:
                 atomic_save_safetensors(

@@ -83,6 +83,17 @@ def model_error(model_name: str) -> str | None:
     )
 
 
+def place(model, device: str, keep_loaded: bool):
+    """A loaded model that computes on ``device``: kept there, or (``keep_loaded`` off) loaded on the
+    CPU and marked offloaded, so it takes GPU memory only while a VideoMage node runs."""
+    import torch
+
+    model.keep_loaded = bool(keep_loaded)
+    if not keep_loaded and torch.device(device).type != "cpu":
+        model.device, model.offloaded = torch.device(device), True
+    return model
+
+
 class VideoMageLoadModel:
     DESCRIPTION = (
         "Loads a ZeroScope / ModelScope-layout text-to-video model (a diffusers folder in "
@@ -125,6 +136,12 @@ class VideoMageLoadModel:
                     ["auto", "cpu", "cuda"],
                     {"default": "auto", "tooltip": "Where the model runs. auto: ComfyUI's device."},
                 ),
+                "keep_loaded": (
+                    "BOOLEAN",
+                    {"default": False, "tooltip": "Keep the weights on the GPU between VideoMage nodes (faster "
+                     "when several run in a row). Off: they wait on the CPU and go to the GPU only while a "
+                     "VideoMage node runs, so ComfyUI's own nodes (a KSampler after ours) find the memory free."},
+                ),
             }
         }
 
@@ -132,7 +149,7 @@ class VideoMageLoadModel:
     def VALIDATE_INPUTS(cls, model_name):
         return first_error(model_error(model_name))
 
-    def load(self, model_name, dtype, device):
+    def load(self, model_name, dtype, device, keep_loaded=False):
         import torch
 
         from videomage_core.errors import VideoMageInputError
@@ -146,7 +163,7 @@ class VideoMageLoadModel:
         dev = bridge.default_device() if device == "auto" else str(check_device(device))
         dtype, reason = choose_dtype(dev, dtype)
         with torch.inference_mode(False):  # weights must not be inference tensors (training needs them)
-            model = load_model(folder, dtype=dtype, device=dev)
+            model = place(load_model(folder, dtype=dtype, device=dev if keep_loaded else "cpu"), dev, keep_loaded)
         model.dtype_reason = reason
         print(f"[VideoMage] Load Model: {model_name} in {dtype} on {model.device} ({reason})")
         return (model,)

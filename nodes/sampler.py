@@ -203,7 +203,7 @@ class VideoMageCollaborativeSampler:
                 notes=notes,
             )
 
-        video = run_engine(fn, f"Sample ({mode})", {"scs" if engine_mode == "scs" else "sample": steps})
+        video = run_engine(fn, f"Sample ({mode})", {"scs" if engine_mode == "scs" else "sample": steps}, model)
         video = video.detach().float().cpu().clamp(0, 1)
         seconds = time.perf_counter() - t0
         if stats.loss_s_to_m:

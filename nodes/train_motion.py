@@ -210,7 +210,7 @@ class VideoMageTrainMotion:
                     model, vid, settings, masks=msk, callback=callback, cancel=cancel, checkpoint_path=ckpt
                 )
 
-            return run_engine(fn, "Train Motion", {"motion_inversion": inversion_steps, "motion": steps})
+            return run_engine(fn, "Train Motion", {"motion_inversion": inversion_steps, "motion": steps}, model)
 
         prefix = "motion_" + safe_name("-".join(words), "motion")
         art, path, status = train_or_load("motion", key, prefix, do_train, model)

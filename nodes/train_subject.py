@@ -227,7 +227,7 @@ class VideoMageTrainSubject:
 
             generation = 0 if aux else prior_videos * prior_steps  # cached prior videos: no steps
             return run_engine(fn, f"Train Subject {settings.token}",
-                              {"prior_videos": generation, "subject": steps})
+                              {"prior_videos": generation, "subject": steps}, model)
 
         art, path, status = train_or_load("subject", key, f"subject_{safe_name(settings.token)}", do_train,
                                            model)

@@ -33,6 +33,8 @@ class VideoMageModel:
     adapters: dict = field(default_factory=dict)  # adapter name -> {"scope", "rank", "alpha"}
     settings: dict = field(default_factory=dict)  # the folder's videomage.json (what it was trained for)
     dtype_reason: str = ""  # why this dtype (:func:`choose_dtype`), for the nodes' and CLI's messages
+    keep_loaded: bool = True  # False: the weights leave the device between uses (:func:`offload`)
+    offloaded: bool = False  # the weights are on the CPU now, ``device`` is where they compute
 
     def __repr__(self) -> str:
         return (f"VideoMageModel({Path(self.path).name}, {str(self.dtype).replace('torch.', '')}, "
@@ -65,6 +67,29 @@ class VideoMageModel:
         if name in self.settings:
             return self.settings[name]
         return self.family.DEFAULTS.get(name, fallback)
+
+
+def _move_weights(model: VideoMageModel, device: torch.device | str) -> None:
+    for module in (model.unet, model.vae, model.text_encoder):  # LoRA adapters and token rows included
+        module.to(device)
+
+
+def offload(model: VideoMageModel) -> bool:
+    """Move the weights to the CPU so that the compute device's memory is free for others (ComfyUI's
+    own nodes after ours); ``model.device`` stays where they compute. True if anything moved (nothing
+    does for a model that computes on the CPU, or is already offloaded)."""
+    if model.offloaded or model.device.type == "cpu":
+        return False
+    _move_weights(model, "cpu")
+    model.offloaded = True
+    return True
+
+
+def onload(model: VideoMageModel) -> None:
+    """Bring offloaded weights back to ``model.device`` (before any computation)."""
+    if model.offloaded:
+        _move_weights(model, model.device)
+        model.offloaded = False
 
 
 SETTINGS_FILE = "videomage.json"
