@@ -357,8 +357,31 @@ def animatediff_full_pipeline():
     return g
 
 
+def sd15_with_exported_subject():
+    """A plain SD1.5 text-to-image graph of core nodes using what the AnimateDiff pipeline exported: the
+    fused subject's LoRA on the same checkpoint, and its tokens as embeddings in the prompt."""
+    g = Graph()
+    ck = g.add("CheckpointLoaderSimple", {"ckpt_name": AD_CHECKPOINT}, pos=col(0, 0))
+    lo = g.add("LoraLoader", {"lora_name": "my_toy_and_dog_lora.safetensors", "strength_model": 1.0,
+                              "strength_clip": 1.0}, links={"model": (ck, 0), "clip": (ck, 1)}, pos=col(1, 0))
+    pos = g.add("CLIPTextEncode", {"text": "a photo of embedding:my_toy toy riding embedding:my_dog dog"},
+                links={"clip": (lo, 1)}, pos=col(2, 0), title="prompt with the exported embeddings")
+    neg = g.add("CLIPTextEncode", {"text": "blurry, low quality"}, links={"clip": (lo, 1)}, pos=col(2, 260),
+                title="negative prompt")
+    lat = g.add("EmptyLatentImage", {"width": 512, "height": 512, "batch_size": 1}, pos=col(1, 360))
+    ks = g.add("KSampler", {"seed": 0, "steps": 25, "cfg": 7.5, "sampler_name": "euler", "scheduler": "normal",
+                            "denoise": 1.0},
+               links={"model": (lo, 0), "positive": (pos, 0), "negative": (neg, 0), "latent_image": (lat, 0)},
+               pos=col(3, 0))
+    dec = g.add("VAEDecode", links={"samples": (ks, 0), "vae": (ck, 2)}, pos=col(4, 0))
+    g.add("SaveImage", {"filename_prefix": "videomage/sd15_with_exported_subject"}, links={"images": (dec, 0)},
+          pos=col(5, 0))
+    return g
+
+
 WORKFLOWS = {
     "videomage_full_pipeline": lambda: full_pipeline(False),
+    "videomage_sd15_with_exported_subject": sd15_with_exported_subject,
     "videomage_animatediff_full_pipeline": animatediff_full_pipeline,
     "videomage_train_subject": train_subject,
     "videomage_train_motion": train_motion,

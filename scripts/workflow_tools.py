@@ -21,6 +21,68 @@ if str(REPO) not in sys.path:
 # compares titles with the running server's display names. The file combos list the user's input
 # folder; the bundled workflows name the files the README asks for.
 CORE_NODES = {
+    "CheckpointLoaderSimple": {
+        "input": {"required": {"ckpt_name": ([],)}},
+        "output": ("MODEL", "CLIP", "VAE"),
+        "display": "Load Checkpoint",
+    },
+    "LoraLoader": {
+        "input": {
+            "required": {
+                "model": ("MODEL",),
+                "clip": ("CLIP",),
+                "lora_name": ([],),
+                "strength_model": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}),
+                "strength_clip": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}),
+            }
+        },
+        "output": ("MODEL", "CLIP"),
+        "display": "Load LoRA",
+    },
+    "CLIPTextEncode": {
+        "input": {"required": {"text": ("STRING", {"multiline": True}), "clip": ("CLIP",)}},
+        "output": ("CONDITIONING",),
+        "display": "CLIP Text Encode (Prompt)",
+    },
+    "EmptyLatentImage": {
+        "input": {
+            "required": {
+                "width": ("INT", {"default": 512, "min": 16, "max": 16384, "step": 8}),
+                "height": ("INT", {"default": 512, "min": 16, "max": 16384, "step": 8}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+            }
+        },
+        "output": ("LATENT",),
+        "display": "Empty Latent Image",
+    },
+    "KSampler": {
+        "input": {
+            "required": {
+                "model": ("MODEL",),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+                "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1}),
+                "sampler_name": (["euler", "euler_ancestral", "dpmpp_2m", "ddim"],),
+                "scheduler": (["normal", "karras", "simple", "ddim_uniform"],),
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "latent_image": ("LATENT",),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            }
+        },
+        "output": ("LATENT",),
+        "display": "KSampler",
+    },
+    "VAEDecode": {
+        "input": {"required": {"samples": ("LATENT",), "vae": ("VAE",)}},
+        "output": ("IMAGE",),
+        "display": "VAE Decode",
+    },
+    "SaveImage": {
+        "input": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
+        "output": (),
+        "display": "Save Image",
+    },
     "LoadImage": {
         "input": {"required": {"image": ([], {"image_upload": True})}},
         "output": ("IMAGE", "MASK"),
@@ -195,6 +257,8 @@ TINY = {
     },
     "VideoMageCollaborativeSampler": {"frames": 3, "width": 64, "height": 64, "steps": 2, "tau": 1},
     "VideoMageLoadAnimateDiff": {"dtype": "fp32", "device": "cpu"},
+    "EmptyLatentImage": {"width": 64, "height": 64},
+    "KSampler": {"steps": 2},
 }
 
 

@@ -72,3 +72,32 @@ def write_user_inputs(folder, python: str) -> list:
     frames.unlink()
     written.append(folder / REFERENCE_VIDEO)
     return written
+
+
+def build_sd15_width_single_files(folder) -> dict:
+    """Random single files that ComfyUI itself recognises as SD1.5 (``model_channels`` 320, ``context_dim``
+    768, the real SD VAE and CLIP ViT-L text encoder), with one resnet per level and 320 channels at every
+    level to stay small, plus a matching motion module: so ComfyUI's own Load Checkpoint / Load LoRA /
+    CLIP Text Encode can run on what the pack trains and exports. fp16 files (about 0.5 GB)."""
+    import tempfile
+
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from videomage_core.bases.animatediff import scheduler
+    from videomage_core.bases.animatediff_files import save_single_files
+    from videomage_core.bases.sd15_files import sd15_config
+    from videomage_core.tiny import build_tiny_tokenizer
+
+    ref = sd15_config()
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**{**ref["unet"], "block_out_channels": (320,) * 4, "layers_per_block": 1})
+    adapter = MotionAdapter(block_out_channels=(320,) * 4, motion_layers_per_block=1, motion_num_attention_heads=8,
+                            motion_norm_num_groups=32, motion_max_seq_length=32, use_motion_mid_block=True)
+    text = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in ref["text_encoder"].items() if k != "head_dim"}))
+    vae = AutoencoderKL(**ref["vae"])
+    components = {"unet": unet.half(), "motion_adapter": adapter.half(), "vae": vae.half(), "text_encoder": text.half(),
+                  "scheduler": scheduler()}
+    with tempfile.TemporaryDirectory() as tok:
+        build_tiny_tokenizer(tok)
+        return save_single_files(folder, components, tok)

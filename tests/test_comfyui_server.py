@@ -164,9 +164,11 @@ def work(tmp_path_factory):
     write_user_inputs(w / "input", comfy_python(COMFY_ROOT))  # the real-model workflows' photos and clip
     from build_workflows import AD_CHECKPOINT, AD_MOTION_MODULE
 
-    from videomage_core.bases.animatediff_files import build_tiny_single_files
+    from helpers import build_sd15_width_single_files
 
-    files = build_tiny_single_files(tmp_path_factory.mktemp("ad_files"), seed=0)  # a user's SD1.5 + motion module
+    # a user's SD1.5 checkpoint + motion module: random, but of widths ComfyUI recognises as SD1.5, so that
+    # its own nodes run on what the pack exports (videomage_sd15_with_exported_subject)
+    files = build_sd15_width_single_files(tmp_path_factory.mktemp("ad_files"))
     for kind, name, src in (("checkpoints", AD_CHECKPOINT, "checkpoint"),
                             ("animatediff_models", AD_MOTION_MODULE, "motion_module_ckpt")):
         (w / "models" / kind).mkdir(parents=True, exist_ok=True)
@@ -269,6 +271,7 @@ def test_templates_are_listed(server):
 ORDER = [
     "videomage_full_pipeline",
     "videomage_animatediff_full_pipeline",
+    "videomage_sd15_with_exported_subject",  # after the pipeline whose exports it loads
     "videomage_train_subject",
     "videomage_train_motion",
     "videomage_sample_saved",
@@ -303,6 +306,12 @@ def test_every_workflow_runs(server, work):
             if stem in ("videomage_full_pipeline", QUICK_START):  # these train for real
                 assert any(e["type"] == "progress" for e in events), f"{stem}: no progress events"
     print("workflow seconds:", timings)
+    # ComfyUI's own nodes used the exported subject: Load LoRA loaded every key, CLIP Text Encode found both
+    # embeddings (it logs a warning for a missing or mis-sized one)
+    log = server.tail(10**8)
+    assert "lora key not loaded" not in log and "NOT LOADED" not in log, log[-3000:]
+    for problem in ("does not exist, ignoring", "shape mismatch when trying to apply embedding", "error loading embedding"):
+        assert problem not in log, (problem, log[-3000:])
     names = artifact_files(work)
     assert "fused_my_toy+my_dog_00001_.safetensors" in names  # the full pipeline's (ZeroScope stand-in)
     assert "shapesworld_builtin/fused_red_star+green_ring_00001_.safetensors" in names  # the quick start's

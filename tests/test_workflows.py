@@ -26,7 +26,7 @@ from workflow_tools import (  # noqa: E402
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize", "image")
 # Combos whose choices depend on the user's folders (models, saved files): any string is fine here.
-ENV_COMBOS = {"model_name", "subject_file", "motion_file", "image", "file", "ckpt_name", "motion_module"}
+ENV_COMBOS = {"model_name", "subject_file", "motion_file", "image", "file", "ckpt_name", "motion_module", "lora_name"}
 
 
 def test_there_are_workflows_with_thumbnails_and_api_twins():
@@ -156,6 +156,9 @@ def test_only_the_quick_start_uses_the_builtin_model():
         models = {n["inputs"]["model_name"] for n in api.values() if n["class_type"] == "VideoMageLoadModel"}
         if "animatediff" in path.stem:  # AnimateDiff from the user's checkpoint + motion module instead
             assert not models and any(n["class_type"] == "VideoMageLoadAnimateDiff" for n in api.values())
+            continue
+        if path.stem == "videomage_sd15_with_exported_subject":  # core nodes only: what others load
+            assert all(n["class_type"] in CORE_NODES for n in api.values())
             continue
         want = "shapesworld_builtin" if path.stem == QUICK_START else "zeroscope_v2_576w"
         assert models == {want}, f"{path.stem}: {models}"
