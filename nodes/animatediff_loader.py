@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from . import comfy_bridge as bridge
+from .model_loader import placement_inputs
 from .types import CATEGORY, MODEL
 
 
@@ -32,21 +33,7 @@ class VideoMageLoadAnimateDiff:
                     sorted(bridge.model_files("animatediff_models")),
                     {"tooltip": "An SD1.5 AnimateDiff motion module from models/animatediff_models."},
                 ),
-                "dtype": (
-                    ["auto", "fp32", "fp16", "bf16"],
-                    {"default": "auto", "tooltip": "Weights precision. auto: bf16 on a GPU that computes it "
-                     "natively, else fp16 (training then scales its loss), fp32 on the CPU."},
-                ),
-                "device": (
-                    ["auto", "cpu", "cuda"],
-                    {"default": "auto", "tooltip": "Where the model runs. auto: ComfyUI's device."},
-                ),
-                "keep_loaded": (
-                    "BOOLEAN",
-                    {"default": False, "tooltip": "Keep the weights on the GPU between VideoMage nodes (faster "
-                     "when several run in a row). Off: they wait on the CPU and go to the GPU only while a "
-                     "VideoMage node runs, so ComfyUI's own nodes (a KSampler after ours) find the memory free."},
-                ),
+                **placement_inputs(),
             }
         }
 

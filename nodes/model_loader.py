@@ -1,4 +1,4 @@
-"""Load Model: a ZeroScope-layout diffusers folder from ``models/diffusers`` -> VIDEOMAGE_MODEL."""
+"""Load Model: a diffusers model folder (ZeroScope or AnimateDiff) from ``models/diffusers``, or the built-in model -> VIDEOMAGE_MODEL."""
 
 from __future__ import annotations
 
@@ -94,6 +94,31 @@ def place(model, device: str, keep_loaded: bool):
     return model
 
 
+def placement_inputs() -> dict:
+    """The loaders' dtype, device and keep_loaded inputs (Load Model, Load AnimateDiff)."""
+    return {
+        "dtype": (
+            ["auto", "fp32", "fp16", "bf16"],
+            {
+                "default": "auto",
+                "tooltip": "Weights precision. auto: bf16 on a GPU that computes it natively, "
+                "else fp16 (training then scales its loss), fp32 on the CPU. The VAE stays "
+                "fp32 with fp16. The choice and why is printed to the console.",
+            },
+        ),
+        "device": (
+            ["auto", "cpu", "cuda"],
+            {"default": "auto", "tooltip": "Where the model runs. auto: ComfyUI's device."},
+        ),
+        "keep_loaded": (
+            "BOOLEAN",
+            {"default": False, "tooltip": "Keep the weights on the GPU between VideoMage nodes (faster "
+             "when several run in a row). Off: they wait on the CPU and go to the GPU only while a "
+             "VideoMage node runs, so ComfyUI's own nodes (a KSampler after ours) find the memory free."},
+        ),
+    }
+
+
 class VideoMageLoadModel:
     DESCRIPTION = (
         "Loads a ZeroScope / ModelScope-layout text-to-video model (a diffusers folder in "
@@ -123,25 +148,7 @@ class VideoMageLoadModel:
         return {
             "required": {
                 "model_name": (sorted(models), options),
-                "dtype": (
-                    ["auto", "fp32", "fp16", "bf16"],
-                    {
-                        "default": "auto",
-                        "tooltip": "Weights precision. auto: bf16 on a GPU that computes it natively, "
-                        "else fp16 (training then scales its loss), fp32 on the CPU. The VAE stays "
-                        "fp32 with fp16. The choice and why is printed to the console.",
-                    },
-                ),
-                "device": (
-                    ["auto", "cpu", "cuda"],
-                    {"default": "auto", "tooltip": "Where the model runs. auto: ComfyUI's device."},
-                ),
-                "keep_loaded": (
-                    "BOOLEAN",
-                    {"default": False, "tooltip": "Keep the weights on the GPU between VideoMage nodes (faster "
-                     "when several run in a row). Off: they wait on the CPU and go to the GPU only while a "
-                     "VideoMage node runs, so ComfyUI's own nodes (a KSampler after ours) find the memory free."},
-                ),
+                **placement_inputs(),
             }
         }
 

@@ -29,17 +29,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     temporary file's private 0600.
     """
     path = Path(path)
+    tmp = _written_beside(path, write)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _written_beside(path: Path, write: Callable[[str], None]) -> str:
+    """A finished temporary file in ``path``'s folder (created), with a plain file's mode (0666 less the
+    umask, not the temporary file's private 0600); removed again if ``write`` fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # after writing: some writers (safetensors) replace the file
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return tmp
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -55,12 +66,8 @@ def atomic_write_new(path: str | os.PathLike, write: Callable[[str], None]) -> P
     ``<stem>_NNNNN<suffix>``. The name is taken by a hard link from the finished temporary file, which
     fails if the name exists, so two writers never take one name. Returns the path written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _written_beside(path, write)
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
         candidates = [path] + [path.with_name(f"{path.stem}_{n:05d}{path.suffix}") for n in range(1, 100000)]
         for final in candidates:
             try:

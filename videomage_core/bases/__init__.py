@@ -98,6 +98,19 @@ def quiet_diffusers():
     return quiet()
 
 
+def init_defaults(cls) -> dict:
+    """A diffusers class's constructor defaults (its default config)."""
+    import inspect
+
+    sig = inspect.signature(cls.__init__)
+    return {k: p.default for k, p in sig.parameters.items() if k != "self" and p.default is not p.empty}
+
+
+#: The Stable Diffusion VAE (ZeroScope's and SD1.5's): four levels of 128, 256, 512, 512 channels.
+SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+
+
 def read_json(path: Path) -> dict:
     import json
 

@@ -9,12 +9,11 @@ saves it (``unet/`` a ``UNetMotionModel``) or an SD1.5 folder with a ``motion_ad
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import torch
 
-from . import match_attention_layers, quiet_diffusers, read_json
+from . import SD_VAE, init_defaults, match_attention_layers, quiet_diffusers, read_json
 
 NAME = "animatediff"
 TITLE = "AnimateDiff (SD1.5 + motion module)"
@@ -165,8 +164,6 @@ def save_folder(folder: Path, components: dict, tokenizer_dir) -> None:
 REAL_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                  num_attention_heads=12, projection_dim=768, max_position_embeddings=77,
                  hidden_act="quick_gelu", bos_token_id=0, eos_token_id=2, pad_token_id=1)
-REAL_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 #: SD1.5's UNet with mm_sd_v15_v2's motion modules (two per down block, three per up block, a mid one)
 REAL_UNET = dict(
     block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=768,
@@ -175,17 +172,12 @@ REAL_UNET = dict(
 )
 
 
-def _init_defaults(cls) -> dict:
-    sig = inspect.signature(cls.__init__)
-    return {k: p.default for k, p in sig.parameters.items() if k != "self" and p.default is not p.empty}
-
-
 def real_size() -> dict:
     """SD1.5 + mm_sd_v15_v2 as one ``UNetMotionModel``, the CLIP ViT-L text tower, the SD VAE, DDIM."""
     from diffusers import AutoencoderKL, UNetMotionModel
 
-    return {"unet": {**_init_defaults(UNetMotionModel), **REAL_UNET}, "text": dict(REAL_TEXT),
-            "vae": {**_init_defaults(AutoencoderKL), **REAL_VAE}, "scheduler": scheduler(),
+    return {"unet": {**init_defaults(UNetMotionModel), **REAL_UNET}, "text": dict(REAL_TEXT),
+            "vae": {**init_defaults(AutoencoderKL), **SD_VAE}, "scheduler": scheduler(),
             "title": "AnimateDiff: SD1.5 UNet + mm_sd_v15_v2 motion modules, CLIP ViT-L, SD VAE"}
 
 

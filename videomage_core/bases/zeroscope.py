@@ -6,12 +6,11 @@ its ``temp_attentions`` and ``transformer_in`` (self-attention across frames, no
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import torch
 
-from . import match_attention_layers, read_json
+from . import SD_VAE, init_defaults, match_attention_layers, read_json
 
 NAME = "zeroscope"
 TITLE = "ZeroScope / ModelScope T2V (UNet3D)"
@@ -110,13 +109,6 @@ def save_folder(folder: Path, components: dict, tokenizer_dir) -> None:
 REAL_TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
                  num_attention_heads=16, projection_dim=1024, max_position_embeddings=77,
                  hidden_act="gelu", bos_token_id=0, eos_token_id=1, pad_token_id=1)
-REAL_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-
-
-def _init_defaults(cls) -> dict:
-    sig = inspect.signature(cls.__init__)
-    return {k: p.default for k, p in sig.parameters.items() if k != "self" and p.default is not p.empty}
 
 
 def real_size() -> dict:
@@ -124,8 +116,8 @@ def real_size() -> dict:
     config), ``vae`` and its DDIM ``scheduler``; what the cost model builds its fake twin from."""
     from diffusers import AutoencoderKL, UNet3DConditionModel
 
-    return {"unet": _init_defaults(UNet3DConditionModel), "text": dict(REAL_TEXT),
-            "vae": {**_init_defaults(AutoencoderKL), **REAL_VAE}, "scheduler": scheduler(),
+    return {"unet": init_defaults(UNet3DConditionModel), "text": dict(REAL_TEXT),
+            "vae": {**init_defaults(AutoencoderKL), **SD_VAE}, "scheduler": scheduler(),
             "title": "ZeroScope v2 576w (UNet3D 1.41 B, OpenCLIP-H text tower, SD VAE)"}
 
 
