@@ -121,10 +121,13 @@ def test_the_cli_takes_a_checkpoint_and_a_motion_module(animatediff_files, tmp_p
     for i in range(3):
         Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(imgs / f"{i}.png")
     out = tmp_path / "toy.safetensors"
+    from videomage_core.video_io import save_animation
+
+    aux = save_animation(torch.rand(2, 64, 64, 3), tmp_path / "aux.webp")  # L_reg data: no prior videos to make
     common = ["--model", str(files["checkpoint"]), "--motion-module", str(files["motion_module"]),
               "--tokenizer", str(files["tokenizer"]), "--size", "64x64", "--steps", "1"]
     assert main(["train-subject", *common, "--images", str(imgs), "--token", "<toy>", "--superclass", "toy",
-                 "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]) == 0
+                 "--aux-video", str(aux), "a toy", "--out", str(out)]) == 0
     from videomage_core.artifacts import load_artifact
 
     assert load_artifact(out).base == "animatediff"

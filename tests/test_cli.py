@@ -62,10 +62,11 @@ def test_cli_pipeline_and_clear_errors(tiny_model_dir, tmp_path, capsys):
         Image.fromarray(arr, "RGBA").save(imgs / f"{i}.png")
     common = ["--model", str(tiny_model_dir), "--size", "64x64", "--steps", "2"]
     sub = tmp_path / "toy.safetensors"
-    assert main(["train-subject", *common, "--images", str(imgs), "--token", "<toy>", "--superclass", "toy",
-                 "--cache-dir", str(tmp_path / "cache"), "--out", str(sub)]) == 0
     video = tmp_path / "ref.webp"
     save_animation(torch.rand(3, 64, 64, 3), video)
+    # L_reg from a given video (the prior videos' generation and its cache are tested in test_progress)
+    assert main(["train-subject", *common, "--images", str(imgs), "--token", "<toy>", "--superclass", "toy",
+                 "--aux-video", str(video), "a toy", "--out", str(sub)]) == 0
     assert load_video(video).shape == (3, 64, 64, 3)
     mot = tmp_path / "mot.safetensors"
     assert main(["train-motion", *common, "--video", str(video), "--prompt", "a toy moving",
