@@ -81,12 +81,11 @@ def test_motion_lora_maps_onto_the_motion_module_by_ade_rules(ad_model, animated
         assert target in module_keys, f"{key} -> {target}: no such motion module weight"
         assert "temporal" in key  # ADE drops every key without "temporal"
     # ADE's delta at strength 1.0 is up @ down: our scaling * B @ A, for every module
-    for module in {k[: -len(".lora_A.weight")] for k in art.lora if k.endswith(".lora_A.weight")}:
-        from videomage_core.bases.animatediff_export import motion_module_key
+    from videomage_core.bases.animatediff_export import ade_lora_prefix
 
-        key = motion_module_key(module)
-        base, proj = (key[: -len(".to_out.0")], "to_out") if key.endswith("to_out.0") else key.rsplit(".", 1)
-        up, down = lora[f"{base}.processor.{proj}_lora.up.weight"], lora[f"{base}.processor.{proj}_lora.down.weight"]
+    for module in {k[: -len(".lora_A.weight")] for k in art.lora if k.endswith(".lora_A.weight")}:
+        prefix = ade_lora_prefix(module)
+        up, down = lora[f"{prefix}.up.weight"], lora[f"{prefix}.down.weight"]
         assert torch.allclose(up @ down, lora_delta(art.lora, module, art.scaling), rtol=2**-22, atol=1e-9)
 
 

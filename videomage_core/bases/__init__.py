@@ -46,14 +46,18 @@ def families() -> list[ModuleType]:
     return [family(n) for n in FAMILIES]
 
 
+_BY_CLASS: dict[str, ModuleType] = {}  # denoiser class name -> family (family_of runs on every UNet call)
+
+
 def family_of(model_or_unet) -> ModuleType:
     """The family of a loaded model (or of its denoiser), recognised by the denoiser's class."""
-    unet = getattr(model_or_unet, "unet", model_or_unet)
-    cls = type(unet).__name__
-    for fam in families():
-        if cls in fam.UNET_CLASSES:
-            return fam
-    raise TypeError(f"no base family knows a denoiser of class {cls}")
+    cls = type(getattr(model_or_unet, "unet", model_or_unet)).__name__
+    if cls not in _BY_CLASS:
+        found = [fam for fam in families() if cls in fam.UNET_CLASSES]
+        if not found:
+            raise TypeError(f"no base family knows a denoiser of class {cls}")
+        _BY_CLASS[cls] = found[0]
+    return _BY_CLASS[cls]
 
 
 def detect_family(folder: Path) -> ModuleType | None:

@@ -21,8 +21,10 @@ from ..errors import require
 LORA_KEY = re.compile(r"(?P<module>.+)\.lora_(?P<ab>[AB])\.weight")
 
 
-def _modules(state: dict) -> list[str]:
-    return sorted({LORA_KEY.fullmatch(k).group("module") for k in state})
+def _pairs(state: dict):
+    """``(module, A, B)`` of each LoRA'd module, in name order."""
+    for module in sorted({LORA_KEY.fullmatch(k).group("module") for k in state}):
+        yield module, state[f"{module}.lora_A.weight"], state[f"{module}.lora_B.weight"]
 
 
 def kohya_name(module: str) -> str:
@@ -35,8 +37,7 @@ def subject_lora_kohya(artifact) -> dict[str, torch.Tensor]:
     """The subject's LoRA as a kohya SD1.5 LoRA (strength 1.0 = our LoRA)."""
     require(artifact.kind == "subject" and artifact.scope == "spatial", "subject", "expected a subject (spatial LoRA)")
     out = {}
-    for module in _modules(artifact.lora):
-        a, b = artifact.lora[f"{module}.lora_A.weight"], artifact.lora[f"{module}.lora_B.weight"]
+    for module, a, b in _pairs(artifact.lora):
         name = kohya_name(module)
         out[f"{name}.lora_down.weight"] = a.float().contiguous()
         out[f"{name}.lora_up.weight"] = b.float().contiguous()
@@ -60,16 +61,23 @@ def motion_module_key(module: str) -> str:
     return f"{m['pre']}.temporal_transformer.{m['blk']}.attention_blocks.{int(m['n']) - 1}.{m['proj']}"
 
 
+def ade_lora_prefix(module: str) -> str:
+    """The motion-LoRA key stem of one of our temporal layers: ``...attention_blocks.0.processor.to_q_lora``
+    (``to_out.0`` is written ``to_out``, which AnimateDiff-Evolved maps back to ``to_out.0``)."""
+    base, proj = motion_module_key(module).rsplit(".", 1)
+    if proj == "0":  # to_out.0
+        base, proj = base.rsplit(".", 1)
+    return f"{base}.processor.{proj}_lora"
+
+
 def motion_lora_ade(artifact) -> dict[str, torch.Tensor]:
     """The motion's LoRA as an AnimateDiff motion LoRA (strength 1.0 = our LoRA)."""
     require(artifact.kind == "motion" and artifact.scope == "temporal", "motion", "expected a motion (temporal LoRA)")
     out = {}
-    for module in _modules(artifact.lora):
-        a, b = artifact.lora[f"{module}.lora_A.weight"], artifact.lora[f"{module}.lora_B.weight"]
-        key = motion_module_key(module)
-        base, proj = key.rsplit(".", 1) if not key.endswith("to_out.0") else (key[: -len(".to_out.0")], "to_out")
-        out[f"{base}.processor.{proj}_lora.down.weight"] = a.float().contiguous()
-        out[f"{base}.processor.{proj}_lora.up.weight"] = (b.float() * artifact.scaling).contiguous()
+    for module, a, b in _pairs(artifact.lora):
+        prefix = ade_lora_prefix(module)
+        out[f"{prefix}.down.weight"] = a.float().contiguous()
+        out[f"{prefix}.up.weight"] = (b.float() * artifact.scaling).contiguous()
     return out
 
 
