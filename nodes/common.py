@@ -279,7 +279,7 @@ class LiveLoss:
         self.last = 0.0
 
     def __call__(self, info) -> None:
-        if not getattr(info, "has_loss", True):  # a generation stage (prior videos): the bar only
+        if not info.has_loss:  # a generation stage (prior videos): the bar only
             self.progress.update(info.stage, info.step, info.total, None)
             return
         self.losses.setdefault(info.stage, []).append(float(info.loss))
