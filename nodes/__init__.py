@@ -16,11 +16,13 @@ from . import (
     subject_images,
     train_motion,
     train_subject,
+    wan_loader,
 )
 
 _MODULES = (
     model_loader,
     animatediff_loader,
+    wan_loader,
     subject_images,
     train_subject,
     train_motion,

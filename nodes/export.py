@@ -34,7 +34,7 @@ def _make_export(kind: str, type_name: str, where: str):
         def INPUT_TYPES(cls):
             return {
                 "required": {
-                    kind: (type_name, {"tooltip": f"A {kind} trained on an AnimateDiff model."}),
+                    kind: (type_name, {"tooltip": f"A {kind} trained on an AnimateDiff or Wan model."}),
                     "name": STR(f"my_{kind}", "File name stem (letters, digits, '_' or '-'); a numbered "
                                 "name is used when a file of that name exists."),
                 }
@@ -54,13 +54,15 @@ def _make_export(kind: str, type_name: str, where: str):
     return Export
 
 
-class VideoMageExportSubject(_make_export("subject", SUBJECT, "models/loras (an SD1.5 LoRA for Load LoRA) "
-                                          "and models/embeddings (each token, as embedding:<token>)")):
+class VideoMageExportSubject(_make_export("subject", SUBJECT, "AnimateDiff: models/loras (an SD1.5 LoRA for Load "
+                                          "LoRA) and models/embeddings (each token, as embedding:<token>); Wan: "
+                                          "models/loras (for LoraLoaderModelOnly on the native Wan model)")):
     pass
 
 
-class VideoMageExportMotion(_make_export("motion", MOTION, "models/animatediff_motion_lora (for "
-                                         "AnimateDiff-Evolved's Load AnimateDiff LoRA)")):
+class VideoMageExportMotion(_make_export("motion", MOTION, "AnimateDiff: models/animatediff_motion_lora (for "
+                                         "AnimateDiff-Evolved's Load AnimateDiff LoRA); Wan: models/loras (for "
+                                         "LoraLoaderModelOnly on the native Wan model)")):
     pass
 
 

@@ -48,6 +48,14 @@ def animatediff_files(tmp_path_factory):
     return build_tiny_single_files(tmp_path_factory.mktemp("tiny_ad_files"), seed=0)
 
 
+@pytest.fixture(scope="session")
+def wan_model_dir(tmp_path_factory):
+    """A tiny Wan folder (WanPipeline layout: transformer/, Wan VAE, umT5, UniPC flow scheduler)."""
+    from videomage_core.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_wan") / "tiny_wan", seed=0, base="wan")
+
+
 @pytest.fixture(params=["zeroscope", "animatediff"])
 def any_base_model(request, tiny_model_dir, animatediff_model_dir):
     """A freshly loaded tiny model of each base family (the test runs once per base)."""
@@ -66,3 +74,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def wan_files(tmp_path_factory):
+    """The tiny Wan (the same weights as ``wan_model_dir``) as ComfyUI's three files: ``diffusion_model``
+    (original Wan keys), ``text_encoder`` (umT5 keys + ``spiece_model``), ``vae`` (Wan 2.1 VAE keys)."""
+    from videomage_core.bases.wan_files import build_tiny_single_files
+
+    return build_tiny_single_files(tmp_path_factory.mktemp("tiny_wan_files"), seed=0)

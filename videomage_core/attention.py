@@ -21,10 +21,9 @@ class StopForward(Exception):
 def recorded_layer_names(unet, levels=None) -> tuple[list[str], list[str]]:
     """(spatial cross-attention layers, temporal self-attention layers) inside ``levels`` (default:
     the base family's ``DEFAULT_LEVELS``)."""
-    from .bases import family_of
+    from .bases import default_levels, family_of
 
-    fam = family_of(unet)
-    return fam.attention_layer_names(unet, tuple(levels or fam.DEFAULT_LEVELS))
+    return family_of(unet).attention_layer_names(unet, tuple(levels or default_levels(unet)))
 
 
 class _RecordingProcessor:
@@ -71,10 +70,10 @@ class AttentionRecorder:
     """
 
     def __init__(self, unet, levels=None, spatial: bool = True, temporal: bool = True):
-        from .bases import family_of
+        from .bases import default_levels, family_of
 
         self.unet = unet
-        levels = tuple(levels or family_of(unet).DEFAULT_LEVELS)
+        levels = tuple(levels or default_levels(unet))
         s_names, t_names = recorded_layer_names(unet, levels)
         self.layers = {n: "spatial" for n in (s_names if spatial else [])}
         self.layers.update({n: "temporal" for n in (t_names if temporal else [])})
@@ -89,7 +88,8 @@ class AttentionRecorder:
         self._saved = {}
         modules = dict(unet.named_modules())  # once: named_modules over a full UNet is slow
         self._modules = {name: modules[name] for name in self.layers}
-        self._processors = {name: _RecordingProcessor(self, name, kind) for name, kind in self.layers.items()}
+        processor = getattr(family_of(unet), "RecordingProcessor", _RecordingProcessor)
+        self._processors = {name: processor(self, name, kind) for name, kind in self.layers.items()}
 
     def attach(self) -> None:
         for name, module in self._modules.items():

@@ -44,11 +44,15 @@ def _size(text: str) -> tuple[int, int]:
 def _model_args(p):
     p.add_argument("--model", required=True, help="a diffusers model folder (ZeroScope, or AnimateDiff: an "
                    "AnimateDiffPipeline folder or an SD1.5 folder with motion_adapter/), 'shapesworld_builtin' "
-                   "for the built-in ShapesWorld model, or an SD1.5 checkpoint file (with --motion-module)")
+                   "for the built-in ShapesWorld model, an SD1.5 checkpoint file (with --motion-module), or a Wan "
+                   "diffusion model file (with --text-encoder and --vae)")
     p.add_argument("--motion-module", help="with an SD1.5 checkpoint file as --model: an AnimateDiff motion "
                    "module (.safetensors, or .ckpt / .pt read weights-only)")
     p.add_argument("--tokenizer", help="with a checkpoint file: a CLIP tokenizer folder (vocab.json + "
                    "merges.txt), e.g. ComfyUI's comfy/sd1_tokenizer or an SD1.5 folder's tokenizer/")
+    p.add_argument("--text-encoder", help="with a Wan diffusion model file as --model: ComfyUI's umT5-XXL file "
+                   "(models/text_encoders; its tokenizer is inside)")
+    p.add_argument("--vae", help="with a Wan diffusion model file as --model: the Wan 2.1 VAE (models/vae)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto: bf16 on a GPU with native bf16, else fp16 (training scales its loss), "
                    "fp32 on the CPU")
@@ -202,12 +206,17 @@ def _preflight(model, stage, settings, input_name="--gradient-checkpointing", **
 
 
 def _load(args):
-    from .model import load_animatediff_files, load_model
+    from .model import load_animatediff_files, load_model, load_wan_files
     from .pretrained import resolve_model_path
 
-    if Path(args.model).is_file() or args.motion_module:
+    if args.text_encoder or args.vae:
+        require(bool(args.text_encoder and args.vae), "text_encoder", "a Wan diffusion model file needs both "
+                "--text-encoder (umT5-XXL) and --vae (the Wan VAE)")
+        model = load_wan_files(args.model, args.text_encoder, args.vae, args.dtype, args.device)
+    elif Path(args.model).is_file() or args.motion_module:
         require(bool(args.motion_module), "motion_module", f"'{args.model}' is a file: an SD1.5 checkpoint "
-                "needs --motion-module (an AnimateDiff motion module) and --tokenizer")
+                "needs --motion-module (an AnimateDiff motion module) and --tokenizer; a Wan diffusion model "
+                "needs --text-encoder and --vae")
         model = load_animatediff_files(args.model, args.motion_module, args.tokenizer, args.dtype, args.device)
     else:
         model = load_model(resolve_model_path(args.model), args.dtype, args.device)
@@ -338,6 +347,7 @@ def run(args) -> int:
 
 # engine input names that are not the flag's own name
 FLAG_OF_INPUT = {"model_path": "--model", "checkpoint_file": "--model", "motion_module": "--motion-module",
+                 "diffusion_model": "--model", "text_encoder": "--text-encoder", "vae": "--vae",
                  "tokenizer": "--tokenizer", "width": "--size", "height": "--size", "reference_words": "--subjects",
                  "motion_prompt": "--prompt", "subjects": "--subject", "aux_videos": "--aux-video",
                  "alpha": "--alpha", "noise_prior_beta": "--noise-prior-beta"}

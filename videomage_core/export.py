@@ -48,6 +48,13 @@ def export_artifact(artifact, name: str, folder_of: Callable[[str], Path]) -> li
     return written
 
 
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
 def usage(paths: list[Path]) -> list[str]:
     """How to use each exported file in ComfyUI, one line each."""
     lines = []
@@ -55,6 +62,11 @@ def usage(paths: list[Path]) -> list[str]:
         kind = p.parent.name
         if kind == "embeddings":
             lines.append(f"{p}: write embedding:{p.stem} in CLIP Text Encode")
+        elif kind == "loras" and _metadata(p).get("base") == "wan":
+            words = _metadata(p).get("superclasses", "")
+            lines.append(f"{p}: LoraLoaderModelOnly (strength 1.0 = as trained) on the Wan model from Load "
+                         f"Diffusion Model; ComfyUI's umT5 reads no embeddings, so write the superclass word "
+                         f"({words}) where the token stood")
         elif kind == "loras":
             lines.append(f"{p}: Load LoRA (strength 1.0 = as trained) on the SD1.5 checkpoint it was trained on")
         else:

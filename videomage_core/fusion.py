@@ -19,7 +19,7 @@ from .cache import cached_tensors, tensors_digest
 from .checkpointing import set_gradient_checkpointing
 from .preflight import resolve_checkpointing
 from .data import check_images, check_masks, check_size, fit_to_size
-from .diffusion import (add_noise, decode_latents, encode_prompts, encode_video, predict_noise, randn,
+from .diffusion import (add_noise, latent_masks_to_frames, masks_to_latent_frames, snap_frames, decode_latents, encode_prompts, encode_video, predict_noise, randn,
                         sample_timesteps)
 from .errors import require
 from .lora import (adapters_active, average_of_deltas, delete_lora, load_lora_state, lora_state_dict,
@@ -109,7 +109,8 @@ def _generate_subject_videos(model, adapter, token, settings, cache_dir, cancel,
                               recorder=recorder, on_maps=on_maps, callback=progress and progress(v))
             out[f"latents.{v}"] = lat.float().cpu()
             out[f"frames.{v}"] = decode_latents(model, lat)
-            small = attention_mask(torch.stack(acc).mean(0), settings.mask_threshold)
+            small = latent_masks_to_frames(model, attention_mask(torch.stack(acc).mean(0), settings.mask_threshold),
+                                           settings.frames)
             out[f"masks.{v}"] = F.interpolate(small[:, None], size=(settings.height, settings.width),
                                               mode="bilinear")[:, 0].gt(0.5).float().cpu()
         return out
@@ -163,6 +164,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
     require(len(set(tokens)) == len(tokens), "subjects", f"two subjects share a token: {tokens}")
     check_size(settings.width, settings.height)
     require(settings.frames >= 2, "frames", f"a video needs at least 2 frames, got {settings.frames}")
+    settings = replace(settings, frames=snap_frames(model, settings.frames))  # 8 -> 9 on Wan
     if subject_images is not None:
         require(len(subject_images) == len(subjects), "subject_images",
                 f"{len(subject_images)} image sets for {len(subjects)} subjects")
@@ -217,7 +219,8 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                 picks = [sources[p][int(torch.randint(0, len(sources[p]), (1,), generator=gen))] for p in pair]
                 video, masks = cutmix_video(background, picks, gen)
                 caption = f"a {tokens[pair[0]]} and a {tokens[pair[1]]}"
-                cutmix.append({"latents": encode_video(model, video), "masks": [m[None] for m in masks],
+                cutmix.append({"latents": encode_video(model, video),
+                               "masks": [masks_to_latent_frames(model, m)[None] for m in masks],
                                "text": encode_prompts(model, [caption]),
                                "columns": word_positions(model.tokenizer, caption,
                                                          [tokens[pair[0]], tokens[pair[1]]]),

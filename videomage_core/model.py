@@ -42,6 +42,8 @@ class VideoMageModel:
 
     @property
     def vae_scale_factor(self) -> int:
+        if hasattr(self.family, "vae_scale_factor"):
+            return self.family.vae_scale_factor(self.vae)
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
@@ -59,7 +61,9 @@ class VideoMageModel:
     def attention_levels(self) -> tuple[str, ...]:
         """The UNet blocks whose attention the losses and SCS read: the model's own choice
         (``attention_levels`` in its ``videomage.json``), else its family's default level."""
-        return tuple(self.settings.get("attention_levels") or self.family.DEFAULT_LEVELS)
+        from .bases import default_levels
+
+        return tuple(self.settings.get("attention_levels") or default_levels(self.unet))
 
     def default(self, name: str, fallback):
         """A default the model was trained for (its ``videomage.json``: ``frames``, ``height``,
@@ -122,11 +126,13 @@ def model_fingerprint(unet: torch.nn.Module, text_encoder: torch.nn.Module) -> s
         return json.dumps({k: v for k, v in config.items() if not k.startswith("_") and k not in skip},
                           sort_keys=True, default=str)
 
+    from .bases import family_of
+
     h = hashlib.sha256()
     h.update(architecture(dict(unet.config)).encode())
     h.update(architecture(text_encoder.config.to_dict()).encode())
-    for tensor in (unet.conv_in.weight, unet.conv_out.weight,
-                   text_encoder.get_input_embeddings().weight[:64]):
+    names = getattr(family_of(unet), "FINGERPRINT_WEIGHTS", ("conv_in.weight", "conv_out.weight"))
+    for tensor in [unet.get_parameter(n) for n in names] + [text_encoder.get_input_embeddings().weight[:64]]:
         t = tensor.detach().to("cpu", torch.float64)
         h.update(f"{tuple(t.shape)} {t.abs().sum().item():.3g} {t.pow(2).sum().item():.3g}".encode())
     return h.hexdigest()[:16]
@@ -247,3 +253,16 @@ def load_animatediff_files(checkpoint: str | os.PathLike, motion_module: str | o
     c = load_single_files(checkpoint, motion_module, tokenizer, torch_dtype)
     label = f"{Path(checkpoint).name} + {Path(motion_module).name}"
     return assemble_model(c, label, device, torch_dtype, dtype_reason)
+
+
+def load_wan_files(diffusion_model: str | os.PathLike, text_encoder: str | os.PathLike, vae: str | os.PathLike,
+                   dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu") -> VideoMageModel:
+    """Wan from ComfyUI's three files: the diffusion model, the umT5 text encoder (its tokenizer inside)
+    and the Wan VAE (:mod:`videomage_core.bases.wan_files`)."""
+    from .bases.wan_files import load_single_files
+
+    device = check_device(device)
+    dtype, dtype_reason = choose_dtype(device, dtype)
+    torch_dtype = resolve_dtype(dtype)
+    c = load_single_files(diffusion_model, text_encoder, vae, torch_dtype)
+    return assemble_model(c, Path(diffusion_model).name, device, torch_dtype, dtype_reason)

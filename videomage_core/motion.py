@@ -17,7 +17,8 @@ from .checkpointing import set_gradient_checkpointing
 from .preflight import resolve_checkpointing
 from .data import (check_masks, check_size, check_video, crop_to_mask, fit_to_size, mask_to_latent,
                    motion_frame_indices)
-from .diffusion import add_noise, encode_prompts, encode_video, predict_noise, randn, sample_timesteps
+from .diffusion import (add_noise, check_frames, encode_prompts, encode_video, predict_noise, randn, sample_timesteps,
+                        training_target)
 from .errors import require
 from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
 from .losses import appearance_free_target, motion_loss, subject_loss
@@ -98,6 +99,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
         masks = check_masks(masks, frame[None].expand(len(words), -1, -1, -1), "masks", "reference frame")
     settings = replace(settings, frames=int(settings.frames or model.default("frames", 24)))
     require(settings.frames >= 2, "frames", f"a motion needs at least 2 frames, got {settings.frames}")
+    check_frames(model, settings.frames)
     indices = motion_frame_indices(video.shape[0], settings.frames)
     clip, _ = fit_to_size(video[indices], settings.height, settings.width)
     x_video = encode_video(model, clip)
@@ -118,7 +120,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             noise = randn(x_crops.shape, gen, model)
             t = sample_timesteps(model, x_crops.shape[0], gen)
             pred = predict_noise(model, add_noise(model, x_crops, noise, t), t, encode_prompts(model, ti_prompts))
-            loss = subject_loss(pred, noise, w_lat)
+            loss = subject_loss(pred, training_target(model, x_crops, noise), w_lat)
             return loss, {"L_ti": loss.detach()}
 
         with adapters_active(model, []):
@@ -150,7 +152,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             if settings.omega != 0:
                 with torch.no_grad(), adapters_active(model, []):
                     eps_ap = predict_noise(model, x_t, t, text_ap)
-            target = appearance_free_target(noise, eps_ap, settings.omega)
+            target = appearance_free_target(training_target(model, x_video, noise), eps_ap, settings.omega)
             with adapters_active(model, [adapter]):  # backward too: checkpointing recomputes
                 loss = motion_loss(predict_noise(model, x_t, t, text_m), target)
                 loss_scale.backward(loss)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .attention import AttentionRecorder
 from .data import check_size
-from .diffusion import encode_prompts, predict_noise, randn
+from .diffusion import check_frames, encode_prompts, is_flow, latent_frames, predict_noise, randn
 from .errors import TrainingCancelled, require
 from .lora import adapters_active
 from .losses import (classifier_free_guidance, combine_branches, guidance_step_sizes,
@@ -97,8 +97,10 @@ class SCSStats:
 
 
 def latent_shape(model, settings: SampleSettings) -> tuple[int, ...]:
+    check_frames(model, settings.frames)
     s = model.vae_scale_factor
-    return (1, model.unet.config.in_channels, settings.frames, settings.height // s, settings.width // s)
+    return (1, model.unet.config.in_channels, latent_frames(model, settings.frames), settings.height // s,
+            settings.width // s)
 
 
 def initial_noise(model, settings: SampleSettings) -> torch.Tensor:
@@ -157,7 +159,10 @@ def ddim_sample(model, prompt: str, settings: SampleSettings, adapters: list[str
 @torch.no_grad()
 def ddim_invert(model, latents: torch.Tensor, steps: int, prompt: str = "",
                 adapters: list[str] | None = None) -> torch.Tensor:
-    """DDIM inversion (x_0 -> x_T) with the deterministic DDIM update run backwards, no CFG."""
+    """DDIM inversion (x_0 -> x_T) with the deterministic DDIM update run backwards, no CFG (on a
+    flow base: :func:`flow_invert`)."""
+    if is_flow(model):
+        return flow_invert(model, latents, steps, prompt, adapters)
     require(model.scheduler.config.prediction_type == "epsilon", "model",
             "DDIM inversion supports epsilon-prediction schedulers only")
     sched = _scheduler(model, steps)
@@ -174,6 +179,25 @@ def ddim_invert(model, latents: torch.Tensor, steps: int, prompt: str = "",
             eps = predict_noise(model, x.to(model.dtype), torch.tensor(t, device=model.device), text).float()
             x0 = (x - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
             x = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+    return x.to(model.dtype)
+
+
+@torch.no_grad()
+def flow_invert(model, latents: torch.Tensor, steps: int, prompt: str = "",
+                adapters: list[str] | None = None) -> torch.Tensor:
+    """The flow ODE integrated backwards (x_0 at sigma 0 -> x_1 at sigma 1), Euler on the sampler's
+    own sigmas, the velocity taken where each step starts (as DDIM inversion takes eps): the flow
+    base's counterpart of :func:`ddim_invert`, no CFG."""
+    from .diffusion import FLOW_TRAIN_TIMESTEPS
+
+    sigmas = _scheduler(model, steps).sigmas.to(torch.float64).flip(0).tolist()  # 0 ... 1
+    text = encode_prompts(model, [prompt])
+    x = latents.to(model.device, torch.float32)
+    with adapters_active(model, adapters or []):
+        for low, high in zip(sigmas[:-1], sigmas[1:]):
+            t = torch.tensor(low * FLOW_TRAIN_TIMESTEPS, device=model.device, dtype=torch.float32)
+            v = predict_noise(model, x.to(model.dtype), t, text).float()
+            x = x + (high - low) * v
     return x.to(model.dtype)
 
 

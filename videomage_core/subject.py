@@ -10,7 +10,8 @@ from .cache import cached_tensors
 from .checkpointing import set_gradient_checkpointing
 from .preflight import resolve_checkpointing
 from .data import check_images, check_masks, check_size, check_video, fit_to_size, mask_to_latent
-from .diffusion import add_noise, encode_prompts, encode_video, predict_noise, randn, sample_timesteps
+from .diffusion import (add_noise, snap_frames, encode_prompts, encode_video, predict_noise, randn, sample_timesteps,
+                        training_target)
 from .errors import require
 from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
 from .losses import regularization_loss, subject_loss, subject_objective
@@ -67,6 +68,7 @@ def prior_videos(model, superclass: str, count: int, frames: int, height: int, w
     when the user gives no auxiliary videos (prior preservation). Returns [(latents, caption)].
     ``templates`` (``{s}`` = superclass): the model's ``prior_captions`` by default."""
     templates = list(templates or model.default("prior_captions", PRIOR_CAPTIONS))
+    frames = snap_frames(model, frames)
     captions = [templates[i % len(templates)].format(s=superclass) for i in range(count)]
     recipe = {"base": model.fingerprint, "captions": captions, "frames": frames, "h": height,
               "w": width, "steps": steps, "cfg": cfg, "seed": seed}
@@ -143,14 +145,14 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
                 t = sample_timesteps(model, n, gen)
                 text = encode_prompts(model, [prompt]).expand(n, -1, -1)  # one prompt for every image
                 l_sub = subject_loss(predict_noise(model, add_noise(model, x_img, noise, t), t, text),
-                                     noise, weight)
+                                     training_target(model, x_img, noise), weight)
                 loss_scale.backward(l_sub)
                 j = int(torch.randint(0, len(aux), (1,), generator=gen))
                 x_aux = aux[j][0]
                 noise_r = randn(x_aux.shape, gen, model)
                 t_r = sample_timesteps(model, 1, gen)
                 pred_r = predict_noise(model, add_noise(model, x_aux, noise_r, t_r), t_r, aux_text[j:j + 1])
-                l_reg = regularization_loss(pred_r, noise_r)
+                l_reg = regularization_loss(pred_r, training_target(model, x_aux, noise_r))
                 loss_scale.backward(settings.lambda1 * l_reg)
                 total = subject_objective(l_sub.detach(), l_reg.detach(), settings.lambda1)
                 return total, {"L_sub": l_sub.detach(), "L_reg": l_reg.detach()}

@@ -40,6 +40,13 @@ def build_tiny_tokenizer(folder: str | os.PathLike) -> None:
     build_tiny_clip_tokenizer(folder, corpus=corpus, num_merges=4 * len(corpus.split()))
 
 
+def _clip_tokenizer(folder) -> int:
+    from transformers import CLIPTokenizer
+
+    build_tiny_tokenizer(folder)
+    return len(CLIPTokenizer.from_pretrained(folder))
+
+
 def tiny_vae(channels=(8, 16, 16, 16), groups: int = 8):
     """A random tiny SD-layout VAE (four levels, 8x down-sampling, 4 latent channels)."""
     from diffusers import AutoencoderKL
@@ -71,7 +78,7 @@ def tiny_components(seed: int = 0, vocab_size: int = 400, base: str = "zeroscope
 
 
 def save_components(folder: str | os.PathLike, components: dict, tokenizer_dir: str | os.PathLike,
-                    pipeline_class: str) -> None:
+                    pipeline_class: str, tokenizer_class: str = "CLIPTokenizer") -> None:
     """Write a diffusers pipeline folder: one sub-folder per component, the tokenizer copied from
     ``tokenizer_dir``, and ``model_index.json`` naming ``pipeline_class`` and each component's class."""
     import shutil
@@ -86,7 +93,7 @@ def save_components(folder: str | os.PathLike, components: dict, tokenizer_dir: 
     if (folder / "tokenizer").exists():
         shutil.rmtree(folder / "tokenizer")
     shutil.copytree(tokenizer_dir, folder / "tokenizer")
-    index["tokenizer"] = ["transformers", "CLIPTokenizer"]
+    index["tokenizer"] = ["transformers", tokenizer_class]
     (folder / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2))
 
 
@@ -110,12 +117,10 @@ def build_tiny_model(folder: str | os.PathLike, seed: int = 0, base: str = "zero
             f"'{folder}' exists and is not empty; the tiny model goes into a new or empty folder (it "
             "would overwrite a model there)")
     with tempfile.TemporaryDirectory() as tdir:
-        build_tiny_tokenizer(tdir)
-        from transformers import CLIPTokenizer
-
-        vocab = len(CLIPTokenizer.from_pretrained(tdir))
+        vocab = fam.tiny_tokenizer(tdir) if hasattr(fam, "tiny_tokenizer") else _clip_tokenizer(tdir)
         fam.save_folder(folder, fam.tiny_components(seed=seed, vocab_size=vocab), tdir)
     # Its own defaults (videomage.json), so that a CLI run on it without --size takes seconds, not the
     # minutes of ZeroScope's 576 x 320 (an untrained model: the size shows nothing either way).
-    (folder / SETTINGS_FILE).write_text(json.dumps(TINY_MODEL_DEFAULTS, indent=1))
+    defaults = getattr(fam, "TINY_DEFAULTS", TINY_MODEL_DEFAULTS)
+    (folder / SETTINGS_FILE).write_text(json.dumps(defaults, indent=1))
     return folder

@@ -46,11 +46,13 @@ class TokenEmbeddings(nn.Module):
 
 
 def token_embeddings(model) -> TokenEmbeddings:
-    """The model's :class:`TokenEmbeddings`, installed on first use."""
-    embeddings = getattr(model.text_encoder, "text_model", model.text_encoder).embeddings
-    if not isinstance(embeddings.token_embedding, TokenEmbeddings):
-        embeddings.token_embedding = TokenEmbeddings(embeddings.token_embedding, len(model.tokenizer))
-    return embeddings.token_embedding
+    """The model's :class:`TokenEmbeddings` (the text encoder's input embeddings: CLIP's token
+    embedding, umT5's shared table), installed on first use."""
+    current = model.text_encoder.get_input_embeddings()
+    if not isinstance(current, TokenEmbeddings):
+        current = TokenEmbeddings(current, len(model.tokenizer))
+        model.text_encoder.set_input_embeddings(current)
+    return current
 
 
 def check_new_token(model, token: str, input_name: str = "token") -> None:
@@ -152,8 +154,18 @@ def superclass_prompt(prompt: str, superclasses: dict[str, str]) -> str:
     return _superclass_twin(prompt, superclasses)[0]
 
 
+def special_tokens_around(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a text: (1, 1) for CLIP's start and
+    end tokens, (0, 1) for T5's end token."""
+    bare = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    lead = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
+    return lead, len(full) - len(bare) - lead
+
+
 def span_columns(tokenizer, text: str, start: int, end: int) -> list[int]:
-    """Columns (77-token sequence, start token at 0) of the characters ``text[start:end]``.
+    """Columns (in the encoder's sequence: CLIP's 77 tokens with the start token at 0, or T5's) of the
+    characters ``text[start:end]``.
 
     Works with any tokenizer (no offset mapping needed): the span's columns are what the whole
     text's ids have beyond the ids of ``text[:start]`` (longest common prefix) and before those of
@@ -170,9 +182,10 @@ def span_columns(tokenizer, text: str, start: int, end: int) -> list[int]:
     while b < min(len(tail), len(full) - a) and tail[-1 - b] == full[-1 - b]:
         b += 1
     require(a < len(full) - b, "prompt", f"{text[start:end]!r} gives no token in {text!r}")
-    require(len(full) - b <= tokenizer.model_max_length - 2, "prompt", f"{text[start:end]!r} stands "
-            f"beyond the text encoder's {tokenizer.model_max_length} tokens in {text!r}")
-    return [1 + i for i in range(a, len(full) - b)]  # +1: the start token
+    lead, trail = special_tokens_around(tokenizer)
+    require(len(full) - b <= tokenizer.model_max_length - lead - trail, "prompt", f"{text[start:end]!r} "
+            f"stands beyond the text encoder's {tokenizer.model_max_length} tokens in {text!r}")
+    return [lead + i for i in range(a, len(full) - b)]  # lead: CLIP's start token
 
 
 def aligned_subject_columns(tokenizer, prompt: str, superclasses: dict[str, str]
@@ -206,7 +219,7 @@ def word_positions(tokenizer, prompt: str, words: list[str]) -> list[list[int]]:
     out, start_from = [], {}
     for word in words:
         piece = tokenizer(word, add_special_tokens=False).input_ids
-        begin = start_from.get(word, 1)
+        begin = start_from.get(word, special_tokens_around(tokenizer)[0])
         found = None
         for i in range(begin, len(ids) - len(piece) + 1):
             if ids[i:i + len(piece)] == piece:

@@ -20,6 +20,13 @@ provides:
 - optionally ``export_files(artifact, name)``: the files ComfyUI's own nodes load
   (:mod:`videomage_core.export`); a family without it has no export.
 
+Optional, for bases unlike the SD-VAE / CLIP / epsilon-prediction UNets (defaults in
+:mod:`videomage_core.diffusion`; Wan defines them all): ``PREDICTION`` ("epsilon" or "flow"),
+``FRAME_STEP`` (the VAE's temporal compression), ``encode_video`` / ``decode_latents`` /
+``encode_text`` / ``vae_scale_factor``, ``default_levels(unet)``, ``RecordingProcessor`` (the
+attention-map recorder's processor for its attention class), ``FINGERPRINT_WEIGHTS``,
+``tiny_tokenizer(folder)`` and ``TINY_DEFAULTS``.
+
 Adding a base: its module, and one line in :data:`FAMILIES`.
 """
 from __future__ import annotations
@@ -31,6 +38,7 @@ from types import ModuleType
 FAMILIES = {
     "zeroscope": "videomage_core.bases.zeroscope",
     "animatediff": "videomage_core.bases.animatediff",
+    "wan": "videomage_core.bases.wan",
 }
 
 
@@ -58,6 +66,12 @@ def family_of(model_or_unet) -> ModuleType:
             raise TypeError(f"no base family knows a denoiser of class {cls}")
         _BY_CLASS[cls] = found[0]
     return _BY_CLASS[cls]
+
+
+def default_levels(unet) -> tuple[str, ...]:
+    """The blocks whose attention maps the losses and SCS read when the model names none."""
+    fam = family_of(unet)
+    return tuple(fam.default_levels(unet)) if hasattr(fam, "default_levels") else tuple(fam.DEFAULT_LEVELS)
 
 
 def detect_family(folder: Path) -> ModuleType | None:
