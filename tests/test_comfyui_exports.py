@@ -50,3 +50,35 @@ def test_comfyui_loads_our_lora_and_embedding_exactly(animatediff_model_dir, tmp
     # ComfyUI computes strength * alpha / rank * up @ down in float32: one rounding from ours per element
     assert result["worst_relative_delta_error"] <= 2**-20
     assert result["embedding_vectors"] == 1 and result["embedding_equal"]
+
+
+def test_comfyui_maps_every_key_of_our_wan_lora_and_reads_our_umt5_tokenizer(wan_model_dir, wan_files, tmp_path):
+    """ComfyUI's detection calls a real-width Wan 2.1 1.3B in our original key layout Wan (dim 1536, 12 heads,
+    30 blocks), its LoRA key map takes every key of our exported subject and motion LoRAs with the delta we
+    trained, and its sentencepiece tokenizer on our tiny umT5 file's spiece_model gives our reader's ids."""
+    from test_wan_files import _artifact as wan_artifact
+    from videomage_core.bases.wan_export import wan_module_name
+    from videomage_core.model import load_model
+
+    model = load_model(wan_model_dir)
+    for kind in ("subject", "motion"):
+        art = wan_artifact(model, kind)
+        lora_file = export_artifact(art, f"wan_{kind}", lambda k: tmp_path / kind / k)[0]
+        modules = sorted({k[: -len(".lora_A.weight")] for k in art.lora if k.endswith(".lora_A.weight")})
+        deltas = {"diffusion_model." + wan_module_name(m): lora_delta(art.lora, m, art.scaling) for m in modules}
+        torch.save(deltas, tmp_path / f"{kind}_deltas.pt")
+        prompts = ["a toy rides a dog", "A dog  chases a ball!", "xq 3"]
+        ids = [model.tokenizer(p).input_ids for p in prompts]
+        script = REPO / "tests" / "comfy_scripts" / "check_wan_exports.py"
+        done = subprocess.run([comfy_python(COMFY_ROOT), str(script), str(COMFY_ROOT), str(REPO), str(lora_file),
+                               str(tmp_path / f"{kind}_deltas.pt"), str(wan_files["text_encoder"]), json.dumps(prompts),
+                               json.dumps(ids)], capture_output=True, text=True, timeout=300, cwd=COMFY_ROOT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{kind}: {result}")
+        assert result["model_config"].startswith("WAN21") and (result["dim"], result["num_heads"],
+                                                               result["num_layers"]) == (1536, 12, 30)
+        assert result["patched"] == result["expected"] == len(modules) and not result["missing"]
+        assert result["not_loaded_lines"] == [], "ComfyUI used every key of the LoRA"
+        assert result["worst_relative_delta_error"] <= 2**-20  # ComfyUI's alpha / rank * B @ A in fp32
+        assert result["token_ids"] == result["expected_ids"]
