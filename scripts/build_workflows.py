@@ -379,10 +379,45 @@ def sd15_with_exported_subject():
     return g
 
 
+# Wan 2.1 T2V 1.3B from ComfyUI's own Wan files (the names of ComfyUI's repackaged downloads), at 832 x 480,
+# 33 frames (about 2 s at 16 fps), 50 steps, CFG 5 as WanPipeline; the LoRAs exported for the native Wan nodes.
+WAN_FILES = {"unet_name": "wan2.1_t2v_1.3B_bf16.safetensors", "clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+             "vae_name": "wan_2.1_vae.safetensors"}
+WAN_SIZE = {"width": 832, "height": 480}
+
+
+def wan_full_pipeline():
+    """The full pipeline on Wan 2.1, then the fused subject and the motion exported as Wan LoRAs."""
+    g = Graph()
+    m = g.add("VideoMageLoadWan", dict(WAN_FILES), pos=col(0, -200))
+    subjects = []
+    for index, row in ((0, 0), (1, 560)):
+        token, superclass = REAL_SUBJECTS[index]
+        s = user_photos(g, row, token)
+        subjects.append(g.add("VideoMageTrainSubject", {"token": token, "superclass": superclass, "seed": index,
+                                                        "prior_frames": 17, **WAN_SIZE},
+                              links={"model": (m, 0), "images": (s, 0), "masks": (s, 1)}, pos=col(2, row)))
+    f = g.add("LoadVideo", {"file": REFERENCE_VIDEO}, pos=col(0, 1120), title="reference video")
+    v = g.add("GetVideoComponents", links={"video": (f, 0)}, pos=(420, 1160))
+    mo = g.add("VideoMageTrainMotion", {**REAL_MOTION, **WAN_SIZE, "frames": 33},
+               links={"model": (m, 0), "video": (v, 0)}, pos=col(2, 1120))
+    fu = g.add("VideoMageFuseSubjects", {**WAN_SIZE, "frames": 17},
+               links={"model": (m, 0), "subject_1": (subjects[0], 0), "subject_2": (subjects[1], 0)}, pos=col(3, 0))
+    s = g.add("VideoMageCollaborativeSampler",
+              {"prompt": REAL_PROMPT, **WAN_SIZE, "frames": 33, "steps": 50, "cfg": 5.0},
+              links={"model": (m, 0), "subject": (fu, 0), "motion": (mo, 0)}, pos=col(3, 640))
+    g.add("SaveAnimatedWEBP", {"filename_prefix": "videomage/wan", "fps": 16.0}, links={"images": (s, 0)},
+          pos=col(4, 640))
+    g.add("VideoMageExportSubject", {"name": "my_toy_and_dog_wan"}, links={"subject": (fu, 0)}, pos=col(4, 0))
+    g.add("VideoMageExportMotion", {"name": "riding_wan"}, links={"motion": (mo, 0)}, pos=col(4, 1120))
+    return g
+
+
 WORKFLOWS = {
     "videomage_full_pipeline": lambda: full_pipeline(False),
     "videomage_sd15_with_exported_subject": sd15_with_exported_subject,
     "videomage_animatediff_full_pipeline": animatediff_full_pipeline,
+    "videomage_wan_full_pipeline": wan_full_pipeline,
     "videomage_train_subject": train_subject,
     "videomage_train_motion": train_motion,
     "videomage_sample_saved": sample_saved,

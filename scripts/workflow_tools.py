@@ -255,8 +255,9 @@ TINY = {
         "videos_per_subject": 1,
         "cutmix_videos": 1,
     },
-    "VideoMageCollaborativeSampler": {"frames": 3, "width": 64, "height": 64, "steps": 2, "tau": 1},
+    "VideoMageCollaborativeSampler": {"frames": 5, "width": 64, "height": 64, "steps": 2, "tau": 1},
     "VideoMageLoadAnimateDiff": {"dtype": "fp32", "device": "cpu"},
+    "VideoMageLoadWan": {"dtype": "fp32", "device": "cpu"},
     "EmptyLatentImage": {"width": 64, "height": 64},
     "KSampler": {"steps": 2},
 }

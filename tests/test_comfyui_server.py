@@ -173,6 +173,16 @@ def work(tmp_path_factory):
                             ("animatediff_models", AD_MOTION_MODULE, "motion_module_ckpt")):
         (w / "models" / kind).mkdir(parents=True, exist_ok=True)
         shutil.copy(files[src], w / "models" / kind / name)
+    from build_workflows import WAN_FILES
+
+    from videomage_core.bases.wan_files import build_tiny_single_files
+
+    wan = build_tiny_single_files(tmp_path_factory.mktemp("wan_files"))  # a user's three Wan files, tiny
+    for kind, name, src in (("diffusion_models", WAN_FILES["unet_name"], "diffusion_model"),
+                            ("text_encoders", WAN_FILES["clip_name"], "text_encoder"),
+                            ("vae", WAN_FILES["vae_name"], "vae")):
+        (w / "models" / kind).mkdir(parents=True, exist_ok=True)
+        shutil.copy(wan[src], w / "models" / kind / name)
     from videomage_core.pretrained import BUILTIN_NAME, builtin_model_folders
 
     if BUILTIN_NAME not in builtin_model_folders():  # a user folder of that name stands in for it
@@ -272,6 +282,7 @@ ORDER = [
     "videomage_full_pipeline",
     "videomage_animatediff_full_pipeline",
     "videomage_sd15_with_exported_subject",  # after the pipeline whose exports it loads
+    "videomage_wan_full_pipeline",
     "videomage_train_subject",
     "videomage_train_motion",
     "videomage_sample_saved",
@@ -321,7 +332,8 @@ def test_every_workflow_runs(server, work):
     assert not [n for n in names if ".partial" in n or n.endswith(".tmp")]
     # the AnimateDiff pipeline's exports, where ComfyUI's own loaders look (models/ under --base-directory)
     for rel in ("loras/my_toy_and_dog_lora.safetensors", "embeddings/my_toy.safetensors",
-                "embeddings/my_dog.safetensors", "animatediff_motion_lora/riding_motion_lora.safetensors"):
+                "embeddings/my_dog.safetensors", "animatediff_motion_lora/riding_motion_lora.safetensors",
+                "loras/my_toy_and_dog_wan.safetensors", "loras/riding_wan.safetensors"):  # and the Wan pipeline's
         assert (work / "models" / rel).is_file(), rel
 
 

@@ -225,3 +225,12 @@ def test_every_stage_runs_on_wan(wan_model, tmp_path):
                                 noise_prior_beta=0.3)
         assert frames.shape == (9, 64, 64, 3) and torch.isfinite(frames).all()
     assert m.adapters == {}
+
+
+def test_a_clip_shorter_than_the_frames_asked_trains_on_the_longest_4k_plus_1_prefix_it_has(wan_model):
+    from videomage_core.motion import MotionSettings, train_motion
+
+    art = train_motion(wan_model, _video(8), MotionSettings(motion_prompt="a toy moving right", reference_words=("toy",),
+                                                            steps=1, inversion_steps=0, height=64, width=64,
+                                                            frames=33))
+    assert art.info["motion_frames"] == 5 and art.reference_latents.shape[2] == 2  # 8 frames -> 5 -> 2 latent

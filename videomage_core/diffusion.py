@@ -80,6 +80,12 @@ def latent_masks_to_frames(model, masks: torch.Tensor, frames: int) -> torch.Ten
     return masks[torch.tensor(latent_frame_of(model, frames), device=masks.device)]
 
 
+def valid_frames_at_most(model, frames: int) -> int:
+    """The largest frame count at most ``frames`` the VAE encodes (a clip shorter than asked for)."""
+    step = frame_step(model)
+    return frames if step == 1 else ((max(frames, 1) - 1) // step) * step + 1
+
+
 @torch.no_grad()
 def encode_video(model, frames: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """Frames ``[F, H, W, 3]`` in 0..1 -> scaled latents ``(1, C, F', h, w)`` (F' = F unless the family's

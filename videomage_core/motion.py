@@ -17,7 +17,7 @@ from .checkpointing import set_gradient_checkpointing
 from .preflight import resolve_checkpointing
 from .data import (check_masks, check_size, check_video, crop_to_mask, fit_to_size, mask_to_latent,
                    motion_frame_indices)
-from .diffusion import (add_noise, check_frames, encode_prompts, encode_video, predict_noise, randn, sample_timesteps,
+from .diffusion import (add_noise, check_frames, valid_frames_at_most, encode_prompts, encode_video, predict_noise, randn, sample_timesteps,
                         training_target)
 from .errors import require
 from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
@@ -101,6 +101,8 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     require(settings.frames >= 2, "frames", f"a motion needs at least 2 frames, got {settings.frames}")
     check_frames(model, settings.frames)
     indices = motion_frame_indices(video.shape[0], settings.frames)
+    if len(indices) != valid_frames_at_most(model, len(indices)):  # a short clip on Wan: 8 frames -> 5
+        indices = motion_frame_indices(video.shape[0], valid_frames_at_most(model, len(indices)))
     clip, _ = fit_to_size(video[indices], settings.height, settings.width)
     x_video = encode_video(model, clip)
     gen = torch.Generator().manual_seed(int(settings.seed))
