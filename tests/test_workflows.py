@@ -26,7 +26,8 @@ from workflow_tools import (  # noqa: E402
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize", "image")
 # Combos whose choices depend on the user's folders (models, saved files): any string is fine here.
-ENV_COMBOS = {"model_name", "subject_file", "motion_file", "image", "file", "ckpt_name", "motion_module", "lora_name"}
+ENV_COMBOS = {"model_name", "subject_file", "motion_file", "image", "file", "ckpt_name", "motion_module", "lora_name",
+              "unet_name", "clip_name", "vae_name"}
 
 
 def test_there_are_workflows_with_thumbnails_and_api_twins():
@@ -156,6 +157,9 @@ def test_only_the_quick_start_uses_the_builtin_model():
         models = {n["inputs"]["model_name"] for n in api.values() if n["class_type"] == "VideoMageLoadModel"}
         if "animatediff" in path.stem:  # AnimateDiff from the user's checkpoint + motion module instead
             assert not models and any(n["class_type"] == "VideoMageLoadAnimateDiff" for n in api.values())
+            continue
+        if "wan" in path.stem:  # Wan from the user's three Wan files
+            assert not models and any(n["class_type"] == "VideoMageLoadWan" for n in api.values())
             continue
         if path.stem == "videomage_sd15_with_exported_subject":  # core nodes only: what others load
             assert all(n["class_type"] in CORE_NODES for n in api.values())
