@@ -203,6 +203,9 @@ def write_results(results: dict, folder: Path) -> None:
     from .animatediff import markdown as animatediff_lines
 
     lines += animatediff_lines(results.get("animatediff"))
+    from .wan import markdown as wan_lines
+
+    lines += wan_lines(results.get("wan"))
     write_section(folder / "RESULTS.md", "speed", "\n".join(lines))
 
 
@@ -220,6 +223,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-real-size", action="store_true", help="skip the real-size section")
     parser.add_argument("--animatediff-only", action="store_true",
                         help="only the AnimateDiff section, merged into the existing results.json")
+    parser.add_argument("--wan-only", action="store_true",
+                        help="only the Wan section, merged into the existing results.json")
     parser.add_argument("--check-frames", type=int, default=2,
                         help="frames of the estimator's CPU check (real architecture, fp32, 320x576)")
     args = parser.parse_args(argv)
@@ -230,6 +235,14 @@ def main(argv=None) -> int:
         results["animatediff"] = run_animatediff(torch.device(args.device), args.repeats, args.size, args.frames)
         write_results(results, Path(args.out))
         print(f"wrote {args.out}/results.json and RESULTS.md (animatediff)")
+        return 0
+    if args.wan_only:
+        from .wan import run as run_wan
+
+        results = json.loads((Path(args.out) / "results.json").read_text())
+        results["wan"] = run_wan(torch.device(args.device), args.repeats, args.size, args.frames)
+        write_results(results, Path(args.out))
+        print(f"wrote {args.out}/results.json and RESULTS.md (wan)")
         return 0
     if args.real_size_only:
         results = json.loads((Path(args.out) / "results.json").read_text())
@@ -258,6 +271,9 @@ def main(argv=None) -> int:
     from .animatediff import run as run_animatediff
 
     results["animatediff"] = run_animatediff(device, args.repeats, args.size, args.frames)
+    from .wan import run as run_wan
+
+    results["wan"] = run_wan(device, args.repeats, args.size, args.frames)
     if not args.no_real_size:
         results["real_size"] = run_real_size(args.check_frames)
     elif (Path(args.out) / "results.json").is_file():  # keep the last real-size section

@@ -109,14 +109,16 @@ def test_one_guided_step_lowers_both_alignment_losses(custom):
     assert torch.allclose(full_sub, new_sub, atol=1e-6) and torch.allclose(full_mot, new_mot, atol=1e-6)
 
 
-def _maps_with_graph(model, adapter, text, columns, x, t):
+def _maps_with_graph(model, adapter, text, columns, x, t, kinds=None):
     """Independent of the sampler: one full conditional pass (no early stop) and the subjects' SCA
-    maps (columns averaged) and the TSA maps."""
+    maps (columns averaged) and the TSA maps; with ``kinds``, only those maps are computed (the other
+    recorded layers run their own processor) and the others are None."""
     rec = AttentionRecorder(model.unet)
-    with rec, adapters_active(model, [adapter]), rec.recording(x.shape):
+    with rec, adapters_active(model, [adapter]), rec.recording(x.shape, kinds=kinds):
         predict_noise(model, x, t, text)
-    sca = rec.spatial_maps()
-    return torch.stack([sca[:, :, c].mean(2) for c in columns], 2), rec.temporal_maps()
+    sca = rec.spatial_maps() if rec.wants("spatial") else None
+    sca = None if sca is None else torch.stack([sca[:, :, c].mean(2) for c in columns], 2)
+    return sca, rec.temporal_maps() if rec.wants("temporal") else None
 
 
 def test_scs_runs_guided_steps_and_reports(custom, monkeypatch):
@@ -152,7 +154,10 @@ def test_scs_runs_guided_steps_and_reports(custom, monkeypatch):
         x = x_sub
         with torch.enable_grad():
             leaf_s, leaf_m = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-            sca_s, tsa_s = _maps_with_graph(model, "sub", text_sub, cols, leaf_s, t)
+            # the subject branch's target SCA maps, then its TSA maps from a pass whose cross-attention runs
+            # its own processor (the sampler computes only the maps each pass needs)
+            sca_s, _ = _maps_with_graph(model, "sub", text_sub, cols, x, t, kinds=("spatial",))
+            _, tsa_s = _maps_with_graph(model, "sub", text_sub, cols, leaf_s, t, kinds=("temporal",))
             sca_m, tsa_m = _maps_with_graph(model, "mot", text_mot, cols, leaf_m, t)
             l_sm = ((sca_s.detach() - sca_m) ** 2).sum()  # L_s->m: subject SCA maps are the target
             l_ms = ((tsa_s - tsa_m.detach()) ** 2).sum()  # L_m->s: motion TSA maps are the target
@@ -270,19 +275,24 @@ def test_scs_runs_under_inference_mode(custom):
 
 def _two_graph_guidance(model, recorder, sub, mot, x_sub, x_mot, t, alpha, stop_early, *rest):
     """Reference copy of the guidance before the memory change (both branches' graphs alive at
-    once, one backward of the summed losses)."""
+    once, one backward of the summed losses), computing the maps each pass needs as the sampler does:
+    the subject's SCA target from a spatial-only pass, its TSA from a temporal-only pass."""
     import videomage_core.sampling as S
 
     maps = {}
     with recorder, torch.inference_mode(False), torch.enable_grad():
+        with torch.no_grad(), adapters_active(model, [sub.adapter]):
+            with recorder.recording(x_sub.shape, stop_after_last=True, kinds=("spatial",)):
+                predict_noise(model, x_sub, t, sub.text[1:])
+            target_sca = sub.sca(recorder)
         leaves = {}
-        for name, branch, x in (("sub", sub, x_sub), ("mot", mot, x_mot)):
+        for name, branch, x, kinds in (("sub", sub, x_sub, ("temporal",)), ("mot", mot, x_mot, None)):
             leaf = x.detach().clone().requires_grad_(True)
             leaves[name] = leaf
             with adapters_active(model, [branch.adapter]):
-                with recorder.recording(leaf.shape, stop_after_last=stop_early):
+                with recorder.recording(leaf.shape, stop_after_last=stop_early, kinds=kinds):
                     predict_noise(model, leaf, t.clone(), branch.text[1:].clone())
-            maps[name] = (branch.sca(recorder), recorder.temporal_maps())
+            maps[name] = (branch.sca(recorder) if kinds is None else target_sca, recorder.temporal_maps())
         loss_s_to_m = spatial_alignment_loss(maps["sub"][0], maps["mot"][0])
         loss_m_to_s = temporal_alignment_loss(maps["sub"][1], maps["mot"][1])
         g_sub, g_mot = torch.autograd.grad(loss_m_to_s + loss_s_to_m, [leaves["sub"], leaves["mot"]],

@@ -60,6 +60,22 @@ class _RecordingProcessor:
         return out
 
 
+class _Gate:
+    """A recorded layer's processor: the recording one when the current recording wants its kind of map,
+    else the layer's own (no explicit attention). The choice persists after the recording, so a gradient
+    checkpoint's recomputation in the backward runs the same code as the forward did."""
+
+    def __init__(self, recorder: "AttentionRecorder", name: str, kind: str, recording):
+        self.recorder, self.name, self.kind, self.recording = recorder, name, kind, recording
+
+    def __call__(self, attn, *args, **kwargs):
+        if self.recorder.wants(self.kind):
+            return self.recording(attn, *args, **kwargs)
+        out = self.recorder._saved[self.name](attn, *args, **kwargs)
+        self.recorder._after(self.name)
+        return out
+
+
 class AttentionRecorder:
     """Records SCA and TSA maps of the chosen layers during a UNet forward.
 
@@ -89,7 +105,9 @@ class AttentionRecorder:
         modules = dict(unet.named_modules())  # once: named_modules over a full UNet is slow
         self._modules = {name: modules[name] for name in self.layers}
         processor = getattr(family_of(unet), "RecordingProcessor", _RecordingProcessor)
-        self._processors = {name: processor(self, name, kind) for name, kind in self.layers.items()}
+        self._processors = {name: _Gate(self, name, kind, processor(self, name, kind))
+                            for name, kind in self.layers.items()}
+        self._kinds = None  # the kinds of map the current recording computes (None: all)
 
     def attach(self) -> None:
         for name, module in self._modules.items():
@@ -108,12 +126,18 @@ class AttentionRecorder:
     def __exit__(self, *exc):
         self.detach()
 
+    def wants(self, kind: str) -> bool:
+        return self._kinds is None or kind in self._kinds
+
     @contextlib.contextmanager
-    def recording(self, latent_shape, stop_after_last: bool = False):
-        """Record the maps of one forward of latents shaped ``(B, C, F, H, W)``.
+    def recording(self, latent_shape, stop_after_last: bool = False, kinds=None):
+        """Record the maps of one forward of latents shaped ``(B, C, F, H, W)``; with ``kinds``
+        (``("spatial",)`` or ``("temporal",)``) only those maps, the other recorded layers running their
+        own processor (``stop_after_last`` still counts them).
 
         Recomputations during a later backward (gradient checkpointing) are ignored.
         """
+        self._kinds = None if kinds is None else frozenset(kinds)
         self.maps, self._calls, self._armed = {}, 0, True
         self._batch, _, self._frames, h, w = latent_shape
         self._latent_hw, self._stop = (h, w), stop_after_last

@@ -53,6 +53,7 @@ class StorageTally(TorchDispatchMode):
         super().__init__()
         self.block, self.rel_slack = block, rel_slack
         self.static: dict[int, tuple[StorageWeakRef, int]] = {}  # registered: alive throughout
+        self.elsewhere: dict[int, StorageWeakRef] = {}  # ignored: not on the device
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self.static_total = 0
         self.flops = 0
@@ -64,7 +65,7 @@ class StorageTally(TorchDispatchMode):
         return -(-n // self.block) * self.block if self.block > 1 else n
 
     def _known(self, cdata: int) -> bool:
-        if cdata in self.static:
+        if cdata in self.static or cdata in self.elsewhere:
             return True
         old = self.live.get(cdata)
         if old is None:
@@ -84,6 +85,14 @@ class StorageTally(TorchDispatchMode):
         self.total += size
         if self.total > self.peak * (1 + self.rel_slack):  # only then can the true total pass the peak
             self.peak = max(self.peak, self.prune())
+
+    def ignore(self, tensors) -> None:
+        """Never count these storages (weights kept off the device: a parked text encoder), nor the
+        views of them an op returns."""
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                ref = StorageWeakRef(t.untyped_storage())
+                self.elsewhere[ref.cdata] = ref
 
     def register(self, tensors) -> None:
         """Count tensors made outside the tally (weights, inputs) as alive for good."""
@@ -279,10 +288,12 @@ def build_twin(unet_config: dict, text_config: dict, vae_config: dict, tokenizer
         with _default_dtype(dtype):
             from .bases import family
 
-            unet = family(base).unet_from_config(unet_config)
-            text = CLIPTextModel(CLIPTextConfig(**text_config))
+            fam = family(base)
+            unet = fam.unet_from_config(unet_config)
+            text = (fam.text_from_config(text_config) if hasattr(fam, "text_from_config")
+                    else CLIPTextModel(CLIPTextConfig(**text_config)))
         with _default_dtype(vae_dtype):
-            vae = AutoencoderKL.from_config(vae_config)
+            vae = fam.vae_from_config(vae_config) if hasattr(fam, "vae_from_config") else AutoencoderKL.from_config(vae_config)
     for m in (unet, vae, text):
         m.requires_grad_(False).eval()
     twin = VideoMageModel(unet=unet, vae=vae, text_encoder=text, tokenizer=copy.deepcopy(tokenizer),
@@ -300,15 +311,14 @@ def _text_config(text_encoder) -> dict:
 
 def twin_of(model, dtype: torch.dtype | None = None):
     """The fake twin of a loaded model, in its dtypes (or ``dtype`` with load_model's VAE rule)."""
-    tok_size = getattr(getattr(model.text_encoder, "text_model", model.text_encoder).embeddings,
-                       "token_embedding").weight.shape[0]
+    tok_size = model.text_encoder.get_input_embeddings().weight.shape[0]
     text_cfg = {**_text_config(model.text_encoder), "vocab_size": tok_size}
     vae_dtype = None if dtype is not None else next(model.vae.parameters()).dtype
     twin = build_twin(dict(model.unet.config), text_cfg, dict(model.vae.config), model.tokenizer,
                       model.scheduler, dtype or model.dtype, vae_dtype, model.settings, model.family.NAME)
     from .tokens import TokenEmbeddings, token_embeddings
 
-    real = getattr(model.text_encoder, "text_model", model.text_encoder).embeddings.token_embedding
+    real = model.text_encoder.get_input_embeddings()
     if isinstance(real, TokenEmbeddings):  # the same added-token rows as the model (ids from base_vocab)
         with twin._fake_mode:
             emb = token_embeddings(twin)
@@ -332,11 +342,18 @@ def real_size_twin(base: str = "zeroscope", dtype: torch.dtype = torch.bfloat16,
     from .bases import family
     from .tiny import build_tiny_tokenizer
 
+    fam = family(base)
     if tokenizer is None:
         with tempfile.TemporaryDirectory() as tmp:
-            build_tiny_tokenizer(tmp)
-            tokenizer = CLIPTokenizer.from_pretrained(tmp)
-    real = family(base).real_size()
+            if hasattr(fam, "tiny_tokenizer"):
+                from transformers import AutoTokenizer
+
+                fam.tiny_tokenizer(tmp)
+                tokenizer = AutoTokenizer.from_pretrained(tmp)
+            else:
+                build_tiny_tokenizer(tmp)
+                tokenizer = CLIPTokenizer.from_pretrained(tmp)
+    real = fam.real_size()
     return build_twin(real["unet"], real["text"], real["vae"], tokenizer, real["scheduler"], dtype, base=base)
 
 
@@ -345,16 +362,25 @@ def zeroscope_twin(dtype: torch.dtype = torch.bfloat16, tokenizer=None):
     return real_size_twin("zeroscope", dtype, tokenizer)
 
 
-def _module_tensors(twin):
-    for m in (twin.unet, twin.text_encoder, twin.vae):
+def _resident_modules(twin, stage: str | None = None):
+    """The modules on the GPU during ``stage``: all three, except a text encoder the engine parks on the CPU
+    while the stage runs on cached text (:func:`videomage_core.model.text_encoder_parked`)."""
+    from .model import TEXT_ENCODER_STAGES, parks_text_encoder
+
+    parked = stage is not None and parks_text_encoder(twin) and stage not in TEXT_ENCODER_STAGES
+    return (twin.unet, twin.vae) if parked else (twin.unet, twin.text_encoder, twin.vae)
+
+
+def _module_tensors(twin, stage: str | None = None):
+    for m in _resident_modules(twin, stage):
         yield from m.parameters()
         yield from m.buffers()
 
 
-def base_weight_bytes(twin) -> int:
-    """The frozen base model's bytes (LoRA weights and token rows excluded)."""
+def base_weight_bytes(twin, stage: str | None = None) -> int:
+    """The frozen base model's bytes on the GPU during ``stage`` (LoRA weights and token rows excluded)."""
     tally = StorageTally()
-    for m in (twin.unet, twin.text_encoder, twin.vae):
+    for m in _resident_modules(twin, stage):
         for name, t in list(m.named_parameters()) + list(m.named_buffers()):
             if "lora_" not in name and ".rows." not in name:
                 tally.add(t)
@@ -380,10 +406,12 @@ def run_stage(twin, spec: StageSpec, before_step=None) -> StageCost:
     with fake_conversions(), fake or contextlib.nullcontext(), tally:
         try:
             add_tokens(twin)
-            tally.register(_module_tensors(twin))
+            tally.register(_module_tensors(twin, spec.stage))
+            parked = [m for m in (twin.text_encoder,) if m not in _resident_modules(twin, spec.stage)]
+            tally.ignore([t for m in parked for t in (*m.parameters(), *m.buffers())])
             build = BUILDERS.get(spec.stage, sampling_step)
             groups, step = build(twin, spec, adapters)
-            tally.register(_module_tensors(twin))  # LoRA weights made by peft's own constructors
+            tally.register(_module_tensors(twin, spec.stage))  # LoRA weights made by peft's own constructors
             set_gradient_checkpointing(twin.unet, spec.checkpointing and bool(groups))
             opt = None
             if groups:
@@ -422,4 +450,4 @@ def run_stage(twin, spec: StageSpec, before_step=None) -> StageCost:
             "dtype": str(twin.dtype).replace("torch.", ""), "checkpointing": spec.checkpointing}
     if spec.stage in ("subject", "inversion"):
         info["images"] = spec.images
-    return StageCost(spec.stage, info, int(flops), int(peak), base_weight_bytes(twin), int(resident))
+    return StageCost(spec.stage, info, int(flops), int(peak), base_weight_bytes(twin, spec.stage), int(resident))

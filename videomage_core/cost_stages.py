@@ -25,8 +25,12 @@ def add_tokens(twin) -> None:
 
 
 def _latents(twin, frames: int, height: int, width: int, batch: int = 1) -> torch.Tensor:
+    """Latents of a ``frames``-frame video (pixel frames: a VAE that compresses time gives fewer)."""
+    from .diffusion import latent_frames
+
     s = twin.vae_scale_factor
-    return torch.randn(batch, twin.unet.config.in_channels, frames, height // s, width // s).to(twin.dtype)
+    f = latent_frames(twin, frames)
+    return torch.randn(batch, twin.unet.config.in_channels, f, height // s, width // s).to(twin.dtype)
 
 
 def _text(twin, prompts: list[str]) -> torch.Tensor:
@@ -151,7 +155,7 @@ def _fusion(twin, spec: StageSpec, adapters: list, subjects: int = 2, lambda2: f
     texts = [_text(twin, [f"a video of a {TOKENS[n % 2]}"]) for n in range(subjects)]
     caption = f"a {TOKENS[0]} and a {TOKENS[1]}"
     c_text, columns = _text(twin, [caption]), word_positions(twin.tokenizer, caption, list(TOKENS))
-    masks = [torch.ones(1, spec.frames, spec.height, spec.width) for _ in TOKENS]
+    masks = [torch.ones(1, x0.shape[2], spec.height, spec.width) for _ in TOKENS]  # per latent frame
     recorder = AttentionRecorder(twin.unet, levels=spec.levels or twin.attention_levels, temporal=False)
     gen = torch.Generator().manual_seed(0)
 

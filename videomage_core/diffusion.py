@@ -31,8 +31,8 @@ def encode_prompts(model, prompts: list[str]) -> torch.Tensor:
         return model.family.encode_text(model, prompts)
     tok = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
                           truncation=True, return_tensors="pt")
-    ids = tok.input_ids.to(model.device)
-    return model.text_encoder(ids)[0].to(model.dtype)
+    ids = tok.input_ids.to(model.text_encoder.get_input_embeddings().weight.device)  # the CPU while parked
+    return model.text_encoder(ids)[0].to(model.device, model.dtype)
 
 
 def frame_step(model) -> int:

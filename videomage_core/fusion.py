@@ -19,12 +19,13 @@ from .cache import cached_tensors, tensors_digest
 from .checkpointing import set_gradient_checkpointing
 from .preflight import resolve_checkpointing
 from .data import check_images, check_masks, check_size, fit_to_size
-from .diffusion import (add_noise, latent_masks_to_frames, masks_to_latent_frames, snap_frames, decode_latents, encode_prompts, encode_video, predict_noise, randn,
-                        sample_timesteps)
+from .diffusion import (add_noise, decode_latents, encode_prompts, encode_video, latent_masks_to_frames,
+                        masks_to_latent_frames, predict_noise, randn, sample_timesteps, snap_frames)
 from .errors import require
 from .lora import (adapters_active, average_of_deltas, delete_lora, load_lora_state, lora_state_dict,
                    trainable_lora_parameters)
 from .losses import attention_mask_loss, attention_objective, fusion_loss, normalize_map
+from .model import text_encoder_parked
 from .sampling import SampleSettings, ddim_sample
 from .tokens import word_positions
 from .training import LossScale, ParamGroup, run_key, run_training, within
@@ -277,9 +278,10 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
             inputs.update({f"subject_images.{n}.{j}": t for n, pair in enumerate(subject_images or [])
                            for j, t in enumerate(pair)})
             run = run_key(model, settings, inputs)
-        result = run_training("fusion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
-                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run,
-                              loss_scale=loss_scale)
+        with text_encoder_parked(model):  # the fused LoRA trains on cached text
+            result = run_training("fusion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
+                                  step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run,
+                                  loss_scale=loss_scale)
         superclasses = {t: w for a in subjects for t, w in a.superclasses.items()}
         artifact = LoraArtifact(
             kind="subject", scope="spatial", rank=rank, alpha=float(rank), lora=lora_state_dict(model, "fused"),

@@ -4,6 +4,7 @@ What differs between base families (which classes load, which layers the LoRAs a
 use) is in :mod:`videomage_core.bases`; this module is the same for all of them."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,6 +95,30 @@ def onload(model: VideoMageModel) -> None:
     if model.offloaded:
         _move_weights(model, model.device)
         model.offloaded = False
+
+
+#: Stages whose every step runs the text encoder (they train a token); the others run on cached text.
+TEXT_ENCODER_STAGES = ("subject", "inversion")
+
+
+def parks_text_encoder(model) -> bool:
+    """Whether the base's text encoder leaves the compute device while a stage runs on cached text
+    (Wan: umT5-XXL is 11 GB in bf16, as much as the rest of a training step)."""
+    return bool(getattr(model.family, "PARK_TEXT_ENCODER", False))
+
+
+@contextlib.contextmanager
+def text_encoder_parked(model):
+    """The text encoder on the CPU for the duration (when :func:`parks_text_encoder` and the model computes
+    on a GPU); :func:`videomage_core.diffusion.encode_prompts` still works, only slower."""
+    move = parks_text_encoder(model) and model.device.type != "cpu" and not model.offloaded
+    if move:
+        model.text_encoder.to("cpu")
+    try:
+        yield
+    finally:
+        if move:
+            model.text_encoder.to(model.device)
 
 
 SETTINGS_FILE = "videomage.json"

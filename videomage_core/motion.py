@@ -17,11 +17,12 @@ from .checkpointing import set_gradient_checkpointing
 from .preflight import resolve_checkpointing
 from .data import (check_masks, check_size, check_video, crop_to_mask, fit_to_size, mask_to_latent,
                    motion_frame_indices)
-from .diffusion import (add_noise, check_frames, valid_frames_at_most, encode_prompts, encode_video, predict_noise, randn, sample_timesteps,
-                        training_target)
+from .diffusion import (add_noise, check_frames, encode_prompts, encode_video, predict_noise, randn,
+                        sample_timesteps, training_target, valid_frames_at_most)
 from .errors import require
 from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
 from .losses import appearance_free_target, motion_loss, subject_loss
+from .model import text_encoder_parked
 from .tokens import add_token, get_token_embedding, token_parameters
 from .training import LossScale, ParamGroup, run_key, run_training
 
@@ -117,6 +118,8 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     w_lat = mask_to_latent(weights, x_crops.shape[-2:]).to(model.device)
     ti_prompts = [f"A {t}" for t in tokens]
     ti_losses = []
+    # one decision for both steps (the pre-flight estimate covers the inversion and the LoRA step)
+    checkpointing = resolve_checkpointing(model, "motion", settings, images=len(words), video_frames=video.shape[0])
     if settings.inversion_steps > 0:
         def ti_step(step):
             noise = randn(x_crops.shape, gen, model)
@@ -125,12 +128,16 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             loss = subject_loss(pred, training_target(model, x_crops, noise), w_lat)
             return loss, {"L_ti": loss.detach()}
 
-        with adapters_active(model, []):
-            ti = run_training("motion_inversion", settings.inversion_steps,
-                              [ParamGroup("token", token_parameters(model, tokens), settings.lr_token)],
-                              ti_step, gen, callback, cancel,
-                              checkpoint_path and f"{checkpoint_path}.inversion", run=run,
-                              loss_scale=LossScale.for_model(model))
+        set_gradient_checkpointing(model.unet, checkpointing)
+        try:
+            with adapters_active(model, []):
+                ti = run_training("motion_inversion", settings.inversion_steps,
+                                  [ParamGroup("token", token_parameters(model, tokens), settings.lr_token)],
+                                  ti_step, gen, callback, cancel,
+                                  checkpoint_path and f"{checkpoint_path}.inversion", run=run,
+                                  loss_scale=LossScale.for_model(model))
+        finally:
+            set_gradient_checkpointing(model.unet, False)
         ti_losses = ti.losses
 
     # Step 2: the temporal LoRA with the appearance-free target.
@@ -141,8 +148,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
         text_ap = encode_prompts(model, [c_ap])
     adapter = "train_motion"
     inject_lora(model, adapter, "temporal", settings.rank, settings.alpha, seed=settings.seed)
-    set_gradient_checkpointing(model.unet, resolve_checkpointing(model, "motion", settings, images=len(words),
-                                                                 video_frames=video.shape[0]))
+    set_gradient_checkpointing(model.unet, checkpointing)
     try:
         loss_scale = LossScale.for_model(model)  # fp16: scaled backward, unscaled by the loop
 
@@ -161,8 +167,9 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             return loss.detach(), {"L_mot": loss.detach()}
 
         params = trainable_lora_parameters(model, adapter)
-        result = run_training("motion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
-                              step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run)
+        with text_encoder_parked(model):  # the LoRA trains on cached text (text_m, text_ap)
+            result = run_training("motion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
+                                  step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run)
         artifact = LoraArtifact(
             kind="motion", scope="temporal", rank=settings.rank, alpha=model.adapters[adapter]["alpha"],
             lora=lora_state_dict(model, adapter),

@@ -73,7 +73,7 @@ def stage_specs(model, stage: str, settings, images: int = 4, subjects: int = 2,
 
     'subject' (``images``: how many); 'motion' (the LoRA step at ``settings.frames`` or the model's
     frame count, at most ``video_frames``, and the textual inversion of ``images`` reference crops,
-    which runs without checkpointing); 'fusion' (``ranks``: the fused rank, the subjects' sum);
+    which runs with the same checkpointing); 'fusion' (``ranks``: the fused rank, the subjects' sum);
     'sample' (``settings`` a ``SampleSettings``; ``mode`` 'scs': a guided step, which runs all an
     unguided one does (an unguided one if ``tau`` is 0), and the VAE decode; 'wo_scs': a plain
     step and the decode). Checkpointing: ``checkpointing``, else the settings' own if a bool, else off.
@@ -88,7 +88,7 @@ def stage_specs(model, stage: str, settings, images: int = 4, subjects: int = 2,
         f = int(settings.frames or model.default("frames", 24))
         f = min(f, video_frames) if video_frames else f
         return [StageSpec("motion", frames=f, rank=settings.rank, checkpointing=ckpt, **size),
-                StageSpec("inversion", frames=1, images=images, **size)]
+                StageSpec("inversion", frames=1, images=images, checkpointing=ckpt, **size)]
     if stage == "fusion":
         return [StageSpec("fusion", frames=settings.frames, rank=ranks or 4 * subjects, checkpointing=ckpt,
                           levels=tuple(settings.levels) if settings.levels else None, **size)]

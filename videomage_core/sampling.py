@@ -3,6 +3,7 @@ Spatial-Temporal Collaborative Sampling (SCS, ``method.md`` section 4, the paper
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -17,6 +18,7 @@ from .data import check_size
 from .diffusion import check_frames, encode_prompts, is_flow, latent_frames, predict_noise, randn
 from .errors import TrainingCancelled, require
 from .lora import adapters_active
+from .model import text_encoder_parked
 from .losses import (classifier_free_guidance, combine_branches, guidance_step_sizes,
                      noise_prior, spatial_alignment_loss, temporal_alignment_loss)
 from .checkpointing import set_gradient_checkpointing
@@ -111,6 +113,8 @@ def initial_noise(model, settings: SampleSettings) -> torch.Tensor:
 def _scheduler(model, steps: int):
     sched = copy.deepcopy(model.scheduler)
     sched.set_timesteps(steps, device=model.device)
+    if hasattr(sched, "set_begin_index"):  # multistep samplers (Wan's UniPC): start at step 0, as WanPipeline
+        sched.set_begin_index(0)
     return sched
 
 
@@ -142,7 +146,7 @@ def ddim_sample(model, prompt: str, settings: SampleSettings, adapters: list[str
     sched = _scheduler(model, settings.steps)
     x = initial_noise(model, settings) if latents is None else latents.to(model.device, model.dtype)
     text = encode_prompts(model, [settings.negative_prompt, prompt])
-    with adapters_active(model, adapters or []):
+    with adapters_active(model, adapters or []), text_encoder_parked(model):
         for i, t in enumerate(sched.timesteps):
             t0 = time.perf_counter()
             if recorder is None:
@@ -280,10 +284,12 @@ class GuidedStep(NamedTuple):
 
 
 def _branch_gradient(model, recorder: AttentionRecorder, branch: _Branch, x: torch.Tensor, t, loss_fn,
-                     stop_early: bool) -> tuple[torch.Tensor | None, float, torch.Tensor]:
+                     stop_early: bool, kinds=None) -> tuple[torch.Tensor | None, float, torch.Tensor | None]:
     """One branch's conditional pass with a graph, ``loss_fn(sca, tsa)`` and its latent gradient.
 
-    Returns ``(gradient in fp32 or None if not finite, loss, the branch's detached TSA maps)``; the
+    ``kinds``: the maps ``loss_fn`` and the caller need (:meth:`AttentionRecorder.recording`); the others
+    are not computed (``None`` to ``loss_fn``).
+    Returns ``(gradient in fp32 or None if not finite, loss, the branch's detached TSA maps or None)``; the
     graph is freed on return. The backward runs under the branch's adapter and the attached recorder
     (not recording), so gradient checkpointing recomputes exactly the forward that ran. In fp16 the
     loss is scaled (``FP16_LOSS_SCALE``) before the backward and the gradient unscaled in fp32: the
@@ -294,9 +300,10 @@ def _branch_gradient(model, recorder: AttentionRecorder, branch: _Branch, x: tor
     leaf = x.detach().clone().requires_grad_(True)
     fp16 = model.dtype == torch.float16
     with adapters_active(model, [branch.adapter]):
-        with recorder.recording(leaf.shape, stop_after_last=stop_early):
+        with recorder.recording(leaf.shape, stop_after_last=stop_early, kinds=kinds):
             predict_noise(model, leaf, t.clone(), branch.text[1:].clone())
-        sca, tsa = branch.sca(recorder), recorder.temporal_maps()
+        sca = branch.sca(recorder) if recorder.wants("spatial") else None
+        tsa = recorder.temporal_maps() if recorder.wants("temporal") else None
         recorder.maps = {}
         loss = loss_fn(sca, tsa)
         scale, grad = FP16_LOSS_SCALE if fp16 else 1.0, None
@@ -308,7 +315,7 @@ def _branch_gradient(model, recorder: AttentionRecorder, branch: _Branch, x: tor
                 grad = g
                 break
             scale /= 2
-    return grad, float(loss.detach()), tsa.detach()
+    return grad, float(loss.detach()), None if tsa is None else tsa.detach()
 
 
 def guided_update(x: torch.Tensor, grad: torch.Tensor, alpha: float, step_mode: str = "paper"
@@ -345,7 +352,7 @@ def collaborative_guidance(model, recorder: AttentionRecorder, sub: _Branch, mot
     # works inside ComfyUI's inference_mode too: fresh (non-inference) copies of what autograd sees
     with recorder, torch.inference_mode(False):
         with torch.no_grad(), adapters_active(model, [sub.adapter]):
-            with recorder.recording(x_sub.shape, stop_after_last=True):
+            with recorder.recording(x_sub.shape, stop_after_last=True, kinds=("spatial",)):
                 predict_noise(model, x_sub, t, sub.text[1:])
             target_sca = sub.sca(recorder)
         recorder.maps = {}
@@ -355,7 +362,7 @@ def collaborative_guidance(model, recorder: AttentionRecorder, sub: _Branch, mot
                 stop_early)
             g_sub, l_ms, _ = _branch_gradient(
                 model, recorder, sub, x_sub, t, lambda sca, tsa: temporal_alignment_loss(tsa, target_tsa),
-                stop_early)
+                stop_early, kinds=("temporal",))
     new_sub, step_sub = guided_update(x_sub, g_sub, alpha, step_mode) if g_sub is not None else (x_sub, 0.0)
     new_mot, step_mot = guided_update(x_mot, g_mot, alpha, step_mode) if g_mot is not None else (x_mot, 0.0)
     return GuidedStep(new_sub, new_mot, l_sm, l_ms, step_sub, step_mot, (g_sub is None) + (g_mot is None))
@@ -394,6 +401,8 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     checkpointing = scs.gradient_checkpointing and scs.tau > 0
     if checkpointing:  # only passes with grad enabled are checkpointed: the guided ones
         set_gradient_checkpointing(model.unet, True)
+    parked = contextlib.ExitStack()
+    parked.enter_context(text_encoder_parked(model))  # both branches' text is encoded above
     try:
         for i, t in enumerate(sched.timesteps):
             t0 = time.perf_counter()
@@ -420,6 +429,7 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
             x = sched.step(eps, t, x_base).prev_sample
             _report(callback, cancel, "scs", i, steps, loss, parts, t0=t0)
     finally:
+        parked.close()
         if checkpointing:
             set_gradient_checkpointing(model.unet, False)
     return x.to(model.dtype)

@@ -10,8 +10,8 @@ from .cache import cached_tensors
 from .checkpointing import set_gradient_checkpointing
 from .preflight import resolve_checkpointing
 from .data import check_images, check_masks, check_size, check_video, fit_to_size, mask_to_latent
-from .diffusion import (add_noise, snap_frames, encode_prompts, encode_video, predict_noise, randn, sample_timesteps,
-                        training_target)
+from .diffusion import (add_noise, encode_prompts, encode_video, predict_noise, randn, sample_timesteps,
+                        snap_frames, training_target)
 from .errors import require
 from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
 from .losses import regularization_loss, subject_loss, subject_objective

@@ -32,6 +32,7 @@ PREDICTION = "flow"  # the denoiser predicts the velocity v = eps - x_0 (diffusi
 FRAME_STEP = 4  # the VAE's temporal compression: videos of 4k + 1 frames
 TEXT_LENGTH = 512  # umT5 sequence length, as WanPipeline pads it
 FINGERPRINT_WEIGHTS = ("patch_embedding.weight", "proj_out.weight")
+PARK_TEXT_ENCODER = True  # umT5-XXL (11 GB in bf16) leaves the GPU while a stage runs on cached text
 
 #: WanPipeline's settings, with 33 frames (about 2 s at 16 fps) instead of 81 for customization.
 DEFAULTS = {"width": 832, "height": 480, "frames": 33, "steps": 50, "cfg": 5.0}
@@ -109,9 +110,10 @@ def encode_text(model, prompts: list[str]) -> torch.Tensor:
     its end token), zeros after."""
     tok = model.tokenizer(prompts, padding="max_length", max_length=TEXT_LENGTH, truncation=True,
                           add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
-    ids, mask = tok.input_ids.to(model.device), tok.attention_mask.to(model.device)
+    where = model.text_encoder.get_input_embeddings().weight.device  # the GPU, or the CPU while parked
+    ids, mask = tok.input_ids.to(where), tok.attention_mask.to(where)
     hidden = model.text_encoder(ids, mask).last_hidden_state
-    return (hidden * mask[..., None].to(hidden.dtype)).to(model.dtype)
+    return (hidden * mask[..., None].to(hidden.dtype)).to(model.device, model.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -269,6 +271,18 @@ REAL_TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_
 REAL_TEXT = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
                  relative_attention_num_buckets=32, feed_forward_proj="gated-gelu", pad_token_id=0,
                  eos_token_id=1, decoder_start_token_id=0)
+
+
+def text_from_config(config: dict):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return UMT5EncoderModel(UMT5Config(**config))
+
+
+def vae_from_config(config: dict):
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan.from_config(config)
 
 
 def real_size() -> dict:
