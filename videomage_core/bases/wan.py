@@ -46,6 +46,20 @@ LORA_TARGETS = {
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
+MIN_DIFFUSERS = (0, 35)  # WanAttention and its (cos, sin) rotary embedding, which RecordingProcessor mirrors
+
+
+def require_diffusers(input_name: str = "model") -> None:
+    """Wan needs diffusers 0.35 or newer (0.34's Wan attention is another class); a clear error otherwise."""
+    import diffusers
+
+    from ..errors import require
+
+    version = tuple(int(x) for x in diffusers.__version__.split(".")[:2] if x.isdigit())
+    require(version >= MIN_DIFFUSERS, input_name, f"Wan needs diffusers >= 0.35 (installed: {diffusers.__version__});"
+            " upgrade it with the torch you have pinned: pip install -U 'diffusers>=0.35' -c torch-pin.txt")
+
+
 def default_levels(unet) -> tuple[str, ...]:
     """The two middle blocks (14 and 15 of the 1.3B model's 30): mid-depth DiT attention carries the
     layout (cleanest maps), and the guided pass stops after them, at half the model's cost."""
@@ -106,14 +120,17 @@ def decode_latents(model, latents: torch.Tensor) -> torch.Tensor:
 
 
 def encode_text(model, prompts: list[str]) -> torch.Tensor:
-    """umT5 embeddings ``(N, 512, D)`` as ``WanPipeline`` makes them: each prompt's own tokens (with
-    its end token), zeros after."""
-    tok = model.tokenizer(prompts, padding="max_length", max_length=TEXT_LENGTH, truncation=True,
+    """umT5 embeddings ``(N, 512, D)`` as ``WanPipeline`` makes them: each prompt's own tokens (with its
+    end token), zeros after. The encoder runs on the prompts' own lengths, not 512: its attention mask
+    keeps padding out of every real token's state, so the states are the pipeline's, at a fraction of
+    the encoder's activations (what a token's gradient must keep)."""
+    tok = model.tokenizer(prompts, padding="longest", max_length=TEXT_LENGTH, truncation=True,
                           add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
     where = model.text_encoder.get_input_embeddings().weight.device  # the GPU, or the CPU while parked
     ids, mask = tok.input_ids.to(where), tok.attention_mask.to(where)
-    hidden = model.text_encoder(ids, mask).last_hidden_state
-    return (hidden * mask[..., None].to(hidden.dtype)).to(model.device, model.dtype)
+    hidden = model.text_encoder(ids, mask).last_hidden_state * mask[..., None].to(model.text_encoder.dtype)
+    hidden = torch.nn.functional.pad(hidden, (0, 0, 0, TEXT_LENGTH - hidden.shape[1]))
+    return hidden.to(model.device, model.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -198,6 +215,7 @@ def load_components(folder: Path, torch_dtype: torch.dtype) -> dict:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
+    require_diffusers("model_path")
     check_text_to_video(read_json(folder / "transformer" / "config.json"), "model_path")
     vae_dtype = torch.float32 if torch_dtype == torch.float16 else torch_dtype
     with quiet_diffusers():
@@ -236,6 +254,7 @@ def tiny_components(seed: int = 0, vocab_size: int = 400, text_dim: int = 32, co
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
+    require_diffusers("base")
     text_dim = 4096 if comfy_width else text_dim
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(

@@ -210,8 +210,9 @@ def text_encoder_to_original(model, tokenizer_bytes: bytes) -> dict:
 # ---- all three --------------------------------------------------------------------------------
 def load_single_files(diffusion_model, text_encoder, vae, torch_dtype: torch.dtype) -> dict:
     from . import quiet_diffusers
-    from .wan import scheduler
+    from .wan import require_diffusers, scheduler
 
+    require_diffusers("diffusion_model")
     vae_dtype = torch.float32 if torch_dtype == torch.float16 else torch_dtype
     with quiet_diffusers():
         unet = transformer_from_file(diffusion_model, torch_dtype)
