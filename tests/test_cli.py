@@ -160,3 +160,26 @@ def test_tiny_model_never_writes_into_a_folder_in_use(tmp_path, capsys):
     assert main(["tiny-model", str(folder)]) == 2
     assert f"folder: '{folder}' exists and is not empty" in capsys.readouterr().err
     assert [p.name for p in folder.rglob("*")] == ["tokenizer", "vocab.json"]
+
+
+def test_cli_trains_and_exports_on_comfyuis_wan_files(wan_files, tmp_path, capsys):
+    """``--model`` a Wan diffusion model file with ``--text-encoder`` and ``--vae``; a missing one is named."""
+    from PIL import Image
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(2):
+        Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(imgs / f"{i}.png")
+    video = tmp_path / "ref.webp"
+    save_animation(torch.rand(5, 64, 64, 3), video)
+    files = ["--model", str(wan_files["diffusion_model"]), "--text-encoder", str(wan_files["text_encoder"]),
+             "--vae", str(wan_files["vae"]), "--size", "64x64", "--steps", "1"]
+    sub = tmp_path / "toy.safetensors"
+    assert main(["train-subject", *files, "--images", str(imgs), "--token", "<toy>", "--superclass", "toy",
+                 "--aux-video", str(video), "a toy", "--out", str(sub)]) == 0
+    assert main(["export", str(sub), "--out", str(tmp_path / "models")]) == 0
+    assert (tmp_path / "models" / "loras" / "toy.safetensors").is_file()
+    assert "LoraLoaderModelOnly" in capsys.readouterr().out
+    assert main(["train-subject", *files[:4], "--images", str(imgs), "--token", "<t>", "--superclass", "toy",
+                 "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "--vae" in capsys.readouterr().err

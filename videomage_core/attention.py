@@ -133,11 +133,12 @@ class AttentionRecorder:
     def recording(self, latent_shape, stop_after_last: bool = False, kinds=None):
         """Record the maps of one forward of latents shaped ``(B, C, F, H, W)``; with ``kinds``
         (``("spatial",)`` or ``("temporal",)``) only those maps, the other recorded layers running their
-        own processor (``stop_after_last`` still counts them).
+        own processor, and ``stop_after_last`` stops after the last layer whose map is recorded.
 
         Recomputations during a later backward (gradient checkpointing) are ignored.
         """
         self._kinds = None if kinds is None else frozenset(kinds)
+        self._wanted = sum(self.wants(kind) for kind in self.layers.values())
         self.maps, self._calls, self._armed = {}, 0, True
         self._batch, _, self._frames, h, w = latent_shape
         self._latent_hw, self._stop = (h, w), stop_after_last
@@ -153,10 +154,10 @@ class AttentionRecorder:
             self.maps[name] = probs
 
     def _after(self, name: str) -> None:
-        if not self._armed:
+        if not self._armed or not self.wants(self.layers[name]):
             return
         self._calls += 1
-        if self._stop and self._calls == len(self.layers):
+        if self._stop and self._calls == self._wanted:
             self._armed = False
             raise StopForward()
 
