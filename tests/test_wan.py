@@ -234,3 +234,52 @@ def test_a_clip_shorter_than_the_frames_asked_trains_on_the_longest_4k_plus_1_pr
                                                             steps=1, inversion_steps=0, height=64, width=64,
                                                             frames=33))
     assert art.info["motion_frames"] == 5 and art.reference_latents.shape[2] == 2  # 8 frames -> 5 -> 2 latent
+
+
+def _wan22_folder(folder):
+    """A tiny folder of Wan 2.2 TI2V 5B's layout: a 48-channel DiT, the Wan 2.2 VAE (residual, 2x2 pixel
+    patches, 16x spatial compression), ``expand_timesteps`` (a timestep per token, as WanPipeline runs it)."""
+    import json
+
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from videomage_core.bases.wan_tokenizer import build_tiny_umt5_tokenizer, tiny_pieces
+
+    c = wan.tiny_components(seed=0, vocab_size=len(tiny_pieces()))
+    c["unet"] = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=128,
+                                      in_channels=48, out_channels=48, text_dim=32, freq_dim=32, ffn_dim=128,
+                                      num_layers=4, cross_attn_norm=True, rope_max_seq_len=1024)
+    c["vae"] = AutoencoderKLWan(base_dim=8, decoder_base_dim=8, z_dim=48, is_residual=True, in_channels=12,
+                                out_channels=12, patch_size=2, scale_factor_spatial=16, latents_mean=[0.0] * 48,
+                                latents_std=[1.0] * 48)
+    build_tiny_umt5_tokenizer(folder.parent / "tok22")
+    wan.save_folder(folder, c, folder.parent / "tok22")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "expand_timesteps": True}))
+    return folder
+
+
+def test_a_wan22_ti2v_folder_samples_as_wan_pipeline_and_trains(tmp_path):
+    """Wan 2.2 TI2V 5B as a diffusers folder: for text-to-video every token has the same timestep, which the
+    engine passes once per video (the DiT broadcasts it): WanPipeline with expand_timesteps gives the same
+    latents to fp32 rounding (1e-5 of max|x|, as the 2.1 test); 16x compression, 48 channels."""
+    from diffusers import WanPipeline
+
+    from videomage_core.model import load_model
+    from videomage_core.subject import SubjectSettings, train_subject
+
+    m = load_model(_wan22_folder(tmp_path / "wan22"))
+    assert m.vae_scale_factor == 16
+    st = SampleSettings(frames=9, height=64, width=64, steps=3, cfg=5.0, seed=3)
+    latents = initial_noise(m, st)
+    assert latents.shape == (1, 48, 3, 4, 4)
+    ours = ddim_sample(m, "a toy rides a dog", st, latents=latents)
+    pipe = WanPipeline(tokenizer=m.tokenizer, text_encoder=m.text_encoder, transformer=m.unet, vae=m.vae,
+                       scheduler=m.scheduler, expand_timesteps=True)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(prompt="a toy rides a dog", negative_prompt="", height=64, width=64, num_frames=9,
+               num_inference_steps=3, guidance_scale=5.0, latents=latents.float().clone(), output_type="latent").frames
+    assert (ours - out).abs().max() <= 1e-5 * float(out.abs().max())
+    art = train_subject(m, _images(2), SubjectSettings(token="<toy>", superclass="toy", steps=1, height=64, width=64),
+                        aux_videos=[(_video(9), "a toy")])
+    assert art.base == "wan" and art.losses[0] == art.losses[0]

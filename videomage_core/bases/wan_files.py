@@ -61,7 +61,7 @@ def transformer_config(sd: dict, name: str, input_name: str) -> dict:
             "text-to-video models (Wan 2.1 T2V 1.3B / 14B)")
     require(out_dim == 16, input_name, f"'{name}' has {out_dim} latent channels: Wan 2.2 TI2V 5B (48 channels) "
             "needs the Wan 2.2 VAE, which this release does not read from single files; use its diffusers "
-            "folder (Wan2.2-TI2V-5B-Diffusers) with Load Model")
+            "folder (Wan2.2-TI2V-5B-Diffusers) in models/diffusers with Load Model")
     require(in_dim == out_dim, input_name, f"'{name}' takes {in_dim} input channels for {out_dim} latent "
             "ones: an image-conditioned Wan; VideoMage runs on the text-to-video models")
     layers = len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
