@@ -70,19 +70,20 @@ def _pick(rows, stage, dtype="bfloat16", ckpt=False) -> dict:
     return next(r for r in rows if r["stage"] == stage and r["dtype"] == dtype and r["checkpointing"] == ckpt)
 
 
-def customization_time(rows: list[dict]) -> dict:
+def customization_time(rows: list[dict], training=TRAINING, cards=tuple(CARDS)) -> dict:
     """2 subjects x 300 steps (+ 4 prior videos of 25 steps each), motion 300 inversion + 300 LoRA
     steps, fusion 300 steps (+ 2 x 2 subject videos and a background, 25 steps each), one SCS video
     of 50 steps (15 guided, its noise prior's 50-step inversion, the decode); bf16, checkpointing
-    on a stage exactly when it would not fit the card otherwise ("auto")."""
+    on a stage of ``training`` exactly when it would not fit the card otherwise ("auto")."""
     out = {}
-    for card, (peak, mem_gb, _) in CARDS.items():
+    for card in cards:
+        peak, mem_gb, _ = CARDS[card]
         budget = mem_gb * 1e9 / GIB - CONTEXT_GIB
         chosen, fits = {}, True
 
         def step(stage):
             nonlocal fits
-            if stage not in TRAINING:
+            if stage not in training:
                 r = _pick(rows, stage)
             else:
                 r = _pick(rows, stage, ckpt=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .real_size import CARDS, CONTEXT_GIB, FRACTION, GIB, _needs_gib, _pick
+from .real_size import FRACTION, GIB, _needs_gib
 
 HEIGHT, WIDTH = 480, 832
 FRAME_COUNTS = (33, 81)
@@ -56,36 +56,11 @@ def ratios(device: torch.device, repeats: int, size: int, frames: int) -> dict:
 
 
 def customization_time(rows: list[dict], frames: int) -> dict:
-    """As ZeroScope's (bench.real_size.customization_time), at Wan's defaults: 2 subjects x 300 steps (+ 4
-    prior videos of 25 steps), the motion's 300 inversion + 300 LoRA steps at ``frames``, fusion 300 steps
-    (+ 5 videos of 25 steps), one 50-step SCS video (15 guided, the 50-step flow inversion, the decode)."""
-    out = {}
-    for card, (peak, mem_gb, _) in CARDS.items():
-        budget = mem_gb * 1e9 / GIB - CONTEXT_GIB
-        chosen, fits = {}, True
+    """ZeroScope's count (``bench.real_size.customization_time``: 2 subjects, a motion, fusion, one 50-step
+    SCS video) on the rows of the ``frames``-frame table, on an H100 and an RTX 4090."""
+    from .real_size import customization_time as count
 
-        def step(stage):
-            nonlocal fits
-            r = [x for x in rows if x["stage"] == stage and x["frames_table"] == frames]
-            pick = _pick(r, stage, ckpt=False)
-            if stage in TRAINING and pick["needs_gib"] > budget:
-                pick = _pick(r, stage, ckpt=True)
-            if stage in TRAINING:
-                chosen[stage] = pick["checkpointing"]
-            fits = fits and pick["needs_gib"] <= budget
-            return pick["tflops"] * 1e12
-
-        gen = step("sample")
-        parts = {"subjects": 2 * (300 * step("subject") + 4 * 25 * gen),
-                 "motion": 300 * step("inversion") + 300 * step("motion"),
-                 "fusion": 300 * step("fusion") + 5 * 25 * gen,
-                 "scs_video": 15 * step("scs_guided") + 35 * step("scs_unguided") + 50 * step("ddim_invert")
-                 + step("vae_decode")}
-        rate = peak * FRACTION
-        out[card] = {"minutes": round(sum(parts.values()) / rate / 60, 1),
-                     "stage_minutes": {k: round(v / rate / 60, 2) for k, v in parts.items()},
-                     "total_pflop": round(sum(parts.values()) / 1e15, 1), "checkpointing": chosen, "fits": fits}
-    return {k: v for k, v in out.items() if k in ("H100 SXM", "RTX 4090")}
+    return count([r for r in rows if r["frames_table"] == frames], TRAINING, ("H100 SXM", "RTX 4090"))
 
 
 def real_size(log=print) -> dict:

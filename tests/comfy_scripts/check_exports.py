@@ -4,37 +4,20 @@ applies our exported files. Prints one JSON line.
 argv: comfy_root repo lora_file expected_deltas_file embeddings_dir embedding_name expected_embedding_file
 """
 import json
-import logging
 import sys
 
 import torch
 
-comfy_root, repo, lora_file, deltas_file, emb_dir, emb_name, emb_file = sys.argv[1:8]
-sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, comfy_root)
-import comfy.options  # noqa: E402
+from comfy_setup import apply_lora, not_loaded, start
 
-comfy.options.enable_args_parsing()
+comfy_root, repo, lora_file, deltas_file, emb_dir, emb_name, emb_file = sys.argv[1:8]
+lines = start(comfy_root, repo)
 import comfy.lora  # noqa: E402
 import comfy.model_detection  # noqa: E402
 import comfy.sd1_clip  # noqa: E402
-import comfy.utils  # noqa: E402
-
-sys.path.insert(0, repo)
 from diffusers import UNet2DConditionModel  # noqa: E402
 
 from videomage_core.bases.sd15_files import sd15_config, unet_to_ldm  # noqa: E402
-
-lines = []
-
-
-class Capture(logging.Handler):
-    def emit(self, record):
-        lines.append(record.getMessage())
-
-
-logging.getLogger().addHandler(Capture())
-logging.getLogger().setLevel(logging.INFO)
 
 # 1. SD1.5 at its real widths, built by ComfyUI itself on the meta device: recognised from the key layout
 #    our single-file writer produces, so ComfyUI's key map is the one a real checkpoint gets.
@@ -47,18 +30,7 @@ with torch.device("meta"):
 key_map = comfy.lora.model_lora_keys_unet(model, {})
 
 # 2. Load LoRA's own code on our exported file: every key used, each delta ComfyUI computes is ours.
-lora = comfy.utils.load_torch_file(lora_file, safe_load=True)
-patches = comfy.lora.load_lora(lora, key_map)
-expected = torch.load(deltas_file, weights_only=True)  # kohya name -> our scaling * B @ A
-worst, missing = 0.0, []
-for name, delta in expected.items():
-    weight_key = key_map.get(name)
-    if weight_key not in patches:
-        missing.append(name)
-        continue
-    got = comfy.lora.calculate_weight([(1.0, patches[weight_key], 1.0, None, None)],
-                                      torch.zeros(delta.shape), weight_key)
-    worst = max(worst, float((got - delta).abs().max() / delta.abs().max()))
+applied = apply_lora(lora_file, deltas_file, key_map)  # kohya name -> our scaling * B @ A
 
 # 3. CLIP Text Encode's tokenizer finds the embedding by name and uses our vector.
 tok = comfy.sd1_clip.SD1Tokenizer(embedding_directory=emb_dir)
@@ -66,9 +38,7 @@ tokens = tok.tokenize_with_weights(f"a photo of embedding:{emb_name} toy")
 vectors = [t for seq in tokens["l"] for t, *_ in seq if isinstance(t, torch.Tensor)]
 want = torch.load(emb_file, weights_only=True)
 print(json.dumps({
-    "model_config": type(config).__name__, "patched": len(patches), "expected": len(expected),
-    "missing": missing[:5], "worst_relative_delta_error": worst,
-    "not_loaded_lines": [m for m in lines if "lora key not loaded" in m or "NOT LOADED" in m][:5],
+    "model_config": type(config).__name__, **applied, "not_loaded_lines": not_loaded(lines),
     "embedding_vectors": len(vectors),
     "embedding_equal": bool(vectors) and torch.equal(vectors[0].float().reshape(-1), want.float().reshape(-1)),
 }))

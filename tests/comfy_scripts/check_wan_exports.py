@@ -10,37 +10,21 @@ on our Wan files. Prints one JSON line.
 argv: comfy_root repo lora_file expected_deltas_file umt5_file prompts_json expected_ids_json
 """
 import json
-import logging
 import sys
 
 import torch
 
-comfy_root, repo, lora_file, deltas_file, umt5_file, prompts_json, ids_json = sys.argv[1:8]
-sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, comfy_root)
-import comfy.options  # noqa: E402
+from comfy_setup import apply_lora, not_loaded, start
 
-comfy.options.enable_args_parsing()
+comfy_root, repo, lora_file, deltas_file, umt5_file, prompts_json, ids_json = sys.argv[1:8]
+lines = start(comfy_root, repo)
 import comfy.lora  # noqa: E402
 import comfy.model_detection  # noqa: E402
 import comfy.utils  # noqa: E402
-
-sys.path.insert(0, repo)
 from diffusers import WanTransformer3DModel  # noqa: E402
 
 from videomage_core.bases.wan import REAL_TRANSFORMER  # noqa: E402
 from videomage_core.bases.wan_files import transformer_to_original  # noqa: E402
-
-lines = []
-
-
-class Capture(logging.Handler):
-    def emit(self, record):
-        lines.append(record.getMessage())
-
-
-logging.getLogger().addHandler(Capture())
-logging.getLogger().setLevel(logging.INFO)
 
 with torch.device("meta"):
     dit = WanTransformer3DModel(**REAL_TRANSFORMER)
@@ -50,18 +34,7 @@ with torch.device("meta"):
     model = config.get_model({})
 key_map = comfy.lora.model_lora_keys_unet(model, {})
 
-lora = comfy.utils.load_torch_file(lora_file, safe_load=True)
-patches = comfy.lora.load_lora(lora, key_map)
-expected = torch.load(deltas_file, weights_only=True)  # "diffusion_model.<module>" -> our scaling * B @ A
-worst, missing = 0.0, []
-for stem, delta in expected.items():
-    weight_key = key_map.get(stem)
-    if weight_key not in patches:
-        missing.append(stem)
-        continue
-    got = comfy.lora.calculate_weight([(1.0, patches[weight_key], 1.0, None, None)], torch.zeros(delta.shape),
-                                      weight_key)
-    worst = max(worst, float((got - delta).abs().max() / delta.abs().max()))
+applied = apply_lora(lora_file, deltas_file, key_map)  # "diffusion_model.<module>" -> our scaling * B @ A
 
 from comfy.text_encoders.spiece_tokenizer import SPieceTokenizer  # noqa: E402
 
@@ -72,8 +45,6 @@ ids = [tok(p)["input_ids"] for p in prompts]
 detected = config.unet_config
 print(json.dumps({
     "model_config": type(config).__name__, "dim": detected.get("dim"), "num_heads": detected.get("num_heads"),
-    "num_layers": detected.get("num_layers"), "patched": len(patches), "expected": len(expected),
-    "missing": missing[:5], "worst_relative_delta_error": worst,
-    "not_loaded_lines": [m for m in lines if "lora key not loaded" in m or "NOT LOADED" in m][:5],
+    "num_layers": detected.get("num_layers"), **applied, "not_loaded_lines": not_loaded(lines),
     "token_ids": ids, "expected_ids": json.loads(ids_json),
 }))
