@@ -149,6 +149,12 @@ def _measure(stage: str, frames: int, ckpt: bool) -> dict:
 
     torch.manual_seed(0)
     model = zeroscope_model(torch.device("cpu"), torch.float32)
+    return measure_step(model, StageSpec(stage, frames=frames, height=HEIGHT, width=WIDTH, checkpointing=ckpt))
+
+
+def measure_step(model, spec: StageSpec) -> dict:
+    """Run the estimator's own step code on a real model; the process's peak above its resident size
+    right before the step (VmHWM, reset there), and the tally's own count of the same step."""
     base = {}
 
     def before_step():
@@ -157,8 +163,7 @@ def _measure(stage: str, frames: int, ckpt: bool) -> dict:
         base["rss"] = _status("VmRSS")
         base["t0"] = time.perf_counter()
 
-    tally = run_stage(model, StageSpec(stage, frames=frames, height=HEIGHT, width=WIDTH, checkpointing=ckpt),
-                      before_step=before_step)
+    tally = run_stage(model, spec, before_step=before_step)
     peak = _status("VmHWM") - base["rss"]
     return {"measured_gib": round(peak / GIB, 3), "resident_before_gib": round(base["rss"] / GIB, 3),
             "real_tally_gib": round((tally.peak_bytes - tally.resident_bytes) / GIB, 3),

@@ -208,10 +208,10 @@ def _measure() -> dict:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from videomage_core.cost import StageSpec, run_stage
+    from videomage_core.cost import StageSpec
     from videomage_core.model import assemble_model
 
-    from .real_size import _status
+    from .real_size import measure_step
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,20 +220,8 @@ def _measure() -> dict:
              "text_encoder": UMT5EncoderModel(UMT5Config(**p["text"])), "tokenizer": p["tokenizer"],
              "scheduler": p["scheduler"]}
     model = assemble_model(parts, "wan check", torch.device("cpu"), torch.float32, "fp32")
-    base = {}
-
-    def before_step():
-        with open("/proc/self/clear_refs", "w") as f:  # "5": reset the peak resident size (VmHWM)
-            f.write("5")
-        base["rss"] = _status("VmRSS")
-        base["t0"] = time.perf_counter()
-
-    cost = run_stage(model, StageSpec(CHECK["stage"], frames=CHECK["frames"], height=CHECK["height"],
-                                      width=CHECK["width"]), before_step=before_step)
-    peak = _status("VmHWM") - base["rss"]
-    return {"measured_gib": round(peak / GIB, 3), "resident_before_gib": round(base["rss"] / GIB, 3),
-            "real_tally_gib": round((cost.peak_bytes - cost.resident_bytes) / GIB, 3),
-            "seconds": round(time.perf_counter() - base["t0"], 1), "threads": torch.get_num_threads()}
+    return measure_step(model, StageSpec(CHECK["stage"], frames=CHECK["frames"], height=CHECK["height"],
+                                         width=CHECK["width"]))
 
 
 if __name__ == "__main__":

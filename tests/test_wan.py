@@ -14,6 +14,8 @@ from videomage_core.lora import inject_lora, lora_layers
 from videomage_core.sampling import SampleSettings, SCSSettings, ddim_sample, initial_noise
 
 from helpers import randomize_lora_b
+from test_bases import _images
+from test_bases import _video as _base_video
 
 
 @pytest.fixture()
@@ -23,15 +25,8 @@ def wan_model(wan_model_dir):
     return load_model(wan_model_dir)
 
 
-def _images(n=3, size=64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, size // 8, size // 8, generator=gen)
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear").permute(0, 2, 3, 1)
-
-
-def _video(frames=9, size=64):
-    base = _images(1, size)[0]
-    return torch.stack([torch.roll(base, shifts=4 * i, dims=1) for i in range(frames)])
+def _video(frames=9, size=64):  # a Wan video: 4k + 1 frames
+    return _base_video(frames, size)
 
 
 def test_wan_folder_loads_as_the_wan_family_with_its_defaults(wan_model):
