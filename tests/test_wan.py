@@ -278,3 +278,18 @@ def test_a_wan22_ti2v_folder_samples_as_wan_pipeline_and_trains(tmp_path):
     art = train_subject(m, _images(2), SubjectSettings(token="<toy>", superclass="toy", steps=1, height=64, width=64),
                         aux_videos=[(_video(9), "a toy")])
     assert art.base == "wan" and art.losses[0] == art.losses[0]
+
+
+def test_a_two_expert_wan22_folder_is_refused_by_name(tmp_path):
+    import json
+    import shutil
+
+    from videomage_core.model import load_model
+
+    folder = _wan22_folder(tmp_path / "a14b")
+    shutil.copytree(folder / "transformer", folder / "transformer_2")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "boundary_ratio": 0.875}))
+    with pytest.raises(VideoMageInputError, match="two-expert Wan 2.2") as err:
+        load_model(folder)
+    assert err.value.input_name == "model_path"

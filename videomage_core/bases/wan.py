@@ -215,8 +215,13 @@ def load_components(folder: Path, torch_dtype: torch.dtype) -> dict:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
+    from ..errors import require
+
     require_diffusers("model_path")
     check_text_to_video(read_json(folder / "transformer" / "config.json"), "model_path")
+    require(not (folder / "transformer_2").is_dir() and read_json(folder / "model_index.json").get("boundary_ratio")
+            is None, "model_path", f"'{folder.name}' is a two-expert Wan 2.2 model (A14B: transformer_2, "
+            "boundary_ratio), which VideoMage does not run yet; use Wan 2.1 T2V (1.3B, 14B) or Wan 2.2 TI2V 5B")
     vae_dtype = torch.float32 if torch_dtype == torch.float16 else torch_dtype
     with quiet_diffusers():
         return {
