@@ -228,22 +228,16 @@ def main(argv=None) -> int:
     parser.add_argument("--check-frames", type=int, default=2,
                         help="frames of the estimator's CPU check (real architecture, fp32, 320x576)")
     args = parser.parse_args(argv)
-    if args.animatediff_only:
-        from .animatediff import run as run_animatediff
+    for key, only in (("animatediff", args.animatediff_only), ("wan", args.wan_only)):
+        if only:  # one base's section alone, merged into the existing results.json
+            import importlib
 
-        results = json.loads((Path(args.out) / "results.json").read_text())
-        results["animatediff"] = run_animatediff(torch.device(args.device), args.repeats, args.size, args.frames)
-        write_results(results, Path(args.out))
-        print(f"wrote {args.out}/results.json and RESULTS.md (animatediff)")
-        return 0
-    if args.wan_only:
-        from .wan import run as run_wan
-
-        results = json.loads((Path(args.out) / "results.json").read_text())
-        results["wan"] = run_wan(torch.device(args.device), args.repeats, args.size, args.frames)
-        write_results(results, Path(args.out))
-        print(f"wrote {args.out}/results.json and RESULTS.md (wan)")
-        return 0
+            section = importlib.import_module(f"bench.{key}")
+            results = json.loads((Path(args.out) / "results.json").read_text())
+            results[key] = section.run(torch.device(args.device), args.repeats, args.size, args.frames)
+            write_results(results, Path(args.out))
+            print(f"wrote {args.out}/results.json and RESULTS.md ({key})")
+            return 0
     if args.real_size_only:
         results = json.loads((Path(args.out) / "results.json").read_text())
         results["real_size"] = run_real_size(args.check_frames)

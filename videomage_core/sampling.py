@@ -3,7 +3,6 @@ Spatial-Temporal Collaborative Sampling (SCS, ``method.md`` section 4, the paper
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -401,35 +400,33 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     checkpointing = scs.gradient_checkpointing and scs.tau > 0
     if checkpointing:  # only passes with grad enabled are checkpointed: the guided ones
         set_gradient_checkpointing(model.unet, True)
-    parked = contextlib.ExitStack()
-    parked.enter_context(text_encoder_parked(model))  # both branches' text is encoded above
     try:
-        for i, t in enumerate(sched.timesteps):
-            t0 = time.perf_counter()
-            x_sub, x_mot = x, x
-            loss, parts = 0.0, None
-            if i < scs.tau:
-                g = collaborative_guidance(model, recorder, sub, mot, x_sub, x_mot, t, alphas[i],
-                                           scs.stop_at_last_layer, scs.step_mode)
-                x_sub, x_mot, loss = g.x_sub, g.x_mot, g.loss_s_to_m + g.loss_m_to_s
-                parts = {"L_s->m": g.loss_s_to_m, "L_m->s": g.loss_m_to_s, "step_sub": g.step_sub,
-                         "step_mot": g.step_mot}
-                if stats is not None:
-                    stats.loss_s_to_m.append(g.loss_s_to_m)
-                    stats.loss_m_to_s.append(g.loss_m_to_s)
-                    stats.relative_step_sub.append(g.step_sub)
-                    stats.relative_step_mot.append(g.step_mot)
-                    stats.skipped += g.skipped
-            with adapters_active(model, [subject_adapter]):
-                eps_sub = _cfg_eps(model, x_sub, t, sub.text, settings.cfg)
-            with adapters_active(model, [motion_adapter]):
-                eps_mot = _cfg_eps(model, x_mot, t, mot.text, settings.cfg)
-            eps = combine_branches(eps_sub, eps_mot, scs.beta_s, scs.beta_m)
-            x_base = x if i >= scs.tau else (scs.beta_s * x_sub + scs.beta_m * x_mot) / wsum
-            x = sched.step(eps, t, x_base).prev_sample
-            _report(callback, cancel, "scs", i, steps, loss, parts, t0=t0)
+        with text_encoder_parked(model):  # both branches' text is encoded above
+            for i, t in enumerate(sched.timesteps):
+                t0 = time.perf_counter()
+                x_sub, x_mot = x, x
+                loss, parts = 0.0, None
+                if i < scs.tau:
+                    g = collaborative_guidance(model, recorder, sub, mot, x_sub, x_mot, t, alphas[i],
+                                               scs.stop_at_last_layer, scs.step_mode)
+                    x_sub, x_mot, loss = g.x_sub, g.x_mot, g.loss_s_to_m + g.loss_m_to_s
+                    parts = {"L_s->m": g.loss_s_to_m, "L_m->s": g.loss_m_to_s, "step_sub": g.step_sub,
+                             "step_mot": g.step_mot}
+                    if stats is not None:
+                        stats.loss_s_to_m.append(g.loss_s_to_m)
+                        stats.loss_m_to_s.append(g.loss_m_to_s)
+                        stats.relative_step_sub.append(g.step_sub)
+                        stats.relative_step_mot.append(g.step_mot)
+                        stats.skipped += g.skipped
+                with adapters_active(model, [subject_adapter]):
+                    eps_sub = _cfg_eps(model, x_sub, t, sub.text, settings.cfg)
+                with adapters_active(model, [motion_adapter]):
+                    eps_mot = _cfg_eps(model, x_mot, t, mot.text, settings.cfg)
+                eps = combine_branches(eps_sub, eps_mot, scs.beta_s, scs.beta_m)
+                x_base = x if i >= scs.tau else (scs.beta_s * x_sub + scs.beta_m * x_mot) / wsum
+                x = sched.step(eps, t, x_base).prev_sample
+                _report(callback, cancel, "scs", i, steps, loss, parts, t0=t0)
     finally:
-        parked.close()
         if checkpointing:
             set_gradient_checkpointing(model.unet, False)
     return x.to(model.dtype)

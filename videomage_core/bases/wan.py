@@ -81,10 +81,6 @@ def checkpointed_modules(unet):
     yield from unet.blocks
 
 
-def latent_frames(frames: int) -> int:
-    return (frames - 1) // FRAME_STEP + 1
-
-
 def vae_scale_factor(vae) -> int:
     return int(vae.config.scale_factor_spatial)
 
