@@ -128,6 +128,38 @@ class VideoMageCollaborativeSampler:
                     },
                 ),
                 "negative_prompt": STR("", "Optional negative prompt for classifier-free guidance."),
+                # beyond the paper, off by default (old workflows without them sample exactly as before)
+                "motion_2": (
+                    MOTION,
+                    {
+                        "tooltip": "Optional second trained motion (same base model), combined with the "
+                        "first as Customize-A-Video combines temporal LoRAs: both are active together, each "
+                        "at its weight. The noise prior still comes from the first motion's reference clip."
+                    },
+                ),
+                "motion_2_weight": FLOAT(
+                    1.0,
+                    0.0,
+                    2.0,
+                    0.05,
+                    "Weight of motion_2's LoRA (1 = as trained, 0 = no effect); the first motion stays at 1. "
+                    "Used only with motion_2.",
+                ),
+                "subject_early_scale": FLOAT(
+                    1.0,
+                    0.0,
+                    1.0,
+                    0.05,
+                    "CustomCrafter's dynamic weighted sampling: the subject LoRA's scale during the first "
+                    "subject_early_steps steps, where motion and layout form (full scale afterwards, where "
+                    "appearance forms). 1 = off.",
+                ),
+                "subject_early_steps": INT(
+                    0,
+                    0,
+                    1000,
+                    "How many of the first sampling steps use subject_early_scale (0 = off; at most steps).",
+                ),
             },
         }
 
@@ -155,6 +187,10 @@ class VideoMageCollaborativeSampler:
         motion=None,
         reference_frames=None,
         negative_prompt="",
+        motion_2=None,
+        motion_2_weight=1.0,
+        subject_early_scale=1.0,
+        subject_early_steps=0,
     ):
         import torch
 
@@ -173,6 +209,8 @@ class VideoMageCollaborativeSampler:
             cfg=cfg,
             seed=seed,
             negative_prompt=negative_prompt or "",
+            subject_early_scale=subject_early_scale,
+            subject_early_steps=subject_early_steps,
         )
         scs = SCSSettings(tau=tau, alpha0=alpha, beta_s=beta_s, beta_m=beta_m)
         engine_mode = MODES.get(mode, mode)
@@ -201,6 +239,8 @@ class VideoMageCollaborativeSampler:
                 cancel=cancel,
                 stats=stats,
                 notes=notes,
+                motion_2=motion_2,
+                motion_2_weight=motion_2_weight,
             )
 
         video = run_engine(fn, f"Sample ({mode})", {"scs" if engine_mode == "scs" else "sample": steps}, model)
@@ -223,7 +263,9 @@ class VideoMageCollaborativeSampler:
             curve = text_image(["no collaborative guidance", f"(mode {mode}, tau {tau})"])
         info = (
             f"{mode}: {video.shape[0]} frames {width}x{height}, {steps} steps, seed {seed}, "
-            f"{seconds:.1f} s\nsubject {subject!r}\nmotion {motion!r}" + "".join(f"\n{n}" for n in notes)
+            f"{seconds:.1f} s\nsubject {subject!r}\nmotion {motion!r}"
+            + (f"\nmotion_2 {motion_2!r}" if motion_2 is not None else "")
+            + "".join(f"\n{n}" for n in notes)
         )
         return ui_result((video, curve, info), info)
 

@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta-m", type=float, default=0.5, help="weight of the motion branch's prediction")
     p.add_argument("--noise-prior-beta", type=float, default=0.3, help="share of the inverted reference in "
                    "the initial noise (0: plain noise)")
+    p.add_argument("--motion-2", help="beyond the paper (Customize-A-Video): a second motion .safetensors, "
+                   "active with the first (its noise prior stays the first's)")
+    p.add_argument("--motion-2-weight", type=float, default=1.0, help="the second motion LoRA's weight (0..2)")
+    p.add_argument("--subject-early-scale", type=float, default=1.0, help="beyond the paper (CustomCrafter): "
+                   "the subject LoRA's scale (0..1) during the first --subject-early-steps steps")
+    p.add_argument("--subject-early-steps", type=int, default=0, help="steps that use --subject-early-scale "
+                   "(0: off)")
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of the written animation")
     p.add_argument("--out", required=True, help="output .webp or .gif")
 
@@ -315,12 +322,15 @@ def run(args) -> int:
 
         subject = artifacts.load_artifact(args.subject, "subject", "--subject")
         motion = artifacts.load_artifact(args.motion, "motion", "--motion") if args.motion else None
+        motion_2 = artifacts.load_artifact(args.motion_2, "motion", "--motion-2") if args.motion_2 else None
         model = _load(args)
         width, height = _size_for(args, model)
         frames = args.frames if args.frames is not None else motion_frames(motion)
         settings = SampleSettings(frames=_or_model(frames, model, "frames", 24), height=height,
                                   width=width, steps=_or_model(args.steps, model, "steps", 50),
-                                  cfg=_or_model(args.cfg, model, "cfg", 9.0), seed=args.seed)
+                                  cfg=_or_model(args.cfg, model, "cfg", 9.0), seed=args.seed,
+                                  subject_early_scale=args.subject_early_scale,
+                                  subject_early_steps=args.subject_early_steps)
         scs = SCSSettings(tau=args.tau, alpha0=args.alpha, beta_s=args.beta_s, beta_m=args.beta_m,
                           step_mode=args.step_mode, gradient_checkpointing=args.scs_gradient_checkpointing)
         _preflight(model, "sample", settings, "--frames", mode=args.mode, tau=scs.tau, ranks=subject.rank,
@@ -329,7 +339,7 @@ def run(args) -> int:
         notes = []
         frames = generate_video(model, subject, motion, args.prompt, settings, mode=args.mode, scs=scs,
                                 noise_prior_beta=args.noise_prior_beta, callback=terminal_progress,
-                                notes=notes, stats=stats)
+                                notes=notes, stats=stats, motion_2=motion_2, motion_2_weight=args.motion_2_weight)
         if stats.relative_step_sub:
             print("SCS relative step ||alpha_t grad|| / ||x|| per guided step:\n  subject "
                   + " ".join(f"{v:.3g}" for v in stats.relative_step_sub) + "\n  motion  "

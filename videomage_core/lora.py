@@ -111,6 +111,32 @@ def adapters_active(model, names: list[str]):
         set_active_adapters(model, before)
 
 
+@contextlib.contextmanager
+def adapter_scales(model, scales: dict[str, float]):
+    """Temporarily multiply adapters' LoRA deltas: adapter ``name`` adds ``scales[name]`` times its delta.
+
+    Scales peft's per-layer ``scaling[name]`` (``alpha / rank``) of every layer holding the adapter,
+    whatever is active (activation, :func:`adapters_active`, is independent); 0 makes the adapter add
+    exactly nothing. Factors of 1.0 are skipped, so they leave every value and result bit-identical.
+    The exact previous values come back on exit, also after an error; nested uses compose.
+    """
+    changes = {name: float(s) for name, s in scales.items() if float(s) != 1.0}
+    unknown = [n for n in changes if n not in model.adapters]
+    require(not unknown, "adapters", f"unknown adapters {unknown}; loaded: {sorted(model.adapters)}")
+    saved = []
+    try:
+        if changes:
+            for layer in _layers(model):
+                for name, factor in changes.items():
+                    if name in layer.scaling:
+                        saved.append((layer, name, layer.scaling[name]))
+                        layer.scaling[name] = layer.scaling[name] * factor
+        yield
+    finally:
+        for layer, name, value in reversed(saved):
+            layer.scaling[name] = value
+
+
 def trainable_lora_parameters(model, name: str) -> list[torch.nn.Parameter]:
     """The parameters of adapter ``name`` with requires_grad on (all other LoRA weights frozen)."""
     params = []

@@ -56,6 +56,17 @@ def motion_loss(eps_pred: torch.Tensor, eps_apfree: torch.Tensor) -> torch.Tenso
     return masked_mse(eps_pred, eps_apfree)
 
 
+def appearance_debiased_loss(pred: torch.Tensor, target: torch.Tensor, anchor: int, beta: float = 1.0) -> torch.Tensor:
+    """[baseline: MotionDirector, L_ad] ``|| phi(pred) - phi(target) ||^2`` over a video's frames,
+    ``phi(e)_i = sqrt(beta^2 + 1) e_i - beta e_anchor`` with a random ``anchor`` frame (frame axis 2 of
+    ``[B, C, F, H, W]``): what every frame shares with the anchor, its appearance, is taken out of
+    the temporal LoRA's loss. MotionDirector's default ``beta = 1``.
+    """
+    a = math.sqrt(beta * beta + 1.0)
+    pa, ta = pred.float()[:, :, anchor:anchor + 1], target.float()[:, :, anchor:anchor + 1]
+    return masked_mse(a * pred.float() - beta * pa, a * target.float() - beta * ta)
+
+
 def fusion_loss(fused_preds: list[torch.Tensor], subject_preds: list[torch.Tensor]) -> torch.Tensor:
     """[section 3, L_fusion] ``1/N sum_n || eps_fused(x_n,t, c_n, t) - eps_theta_s,n(x_n,t, c_n, t) ||^2``."""
     losses = [masked_mse(p, t.detach()) for p, t in zip(fused_preds, subject_preds)]

@@ -169,7 +169,8 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
         params = trainable_lora_parameters(model, adapter)
         with text_encoder_parked(model):  # the LoRA trains on cached text (text_m, text_ap)
             result = run_training("motion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
-                                  step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run)
+                                  step_fn, gen, callback, cancel, checkpoint_path, stop_after=stop_after, run=run,
+                                  loss_scale=loss_scale)
         artifact = LoraArtifact(
             kind="motion", scope="temporal", rank=settings.rank, alpha=model.adapters[adapter]["alpha"],
             lora=lora_state_dict(model, adapter),

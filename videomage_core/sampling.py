@@ -16,7 +16,7 @@ from .attention import AttentionRecorder
 from .data import check_size
 from .diffusion import check_frames, encode_prompts, is_flow, latent_frames, predict_noise, randn
 from .errors import TrainingCancelled, require
-from .lora import adapters_active
+from .lora import adapter_scales, adapters_active
 from .model import text_encoder_parked
 from .losses import (classifier_free_guidance, combine_branches, guidance_step_sizes,
                      noise_prior, spatial_alignment_loss, temporal_alignment_loss)
@@ -27,7 +27,16 @@ from .training import StepInfo
 
 @dataclass
 class SampleSettings:
-    """The paper's sampling settings: 50 DDIM steps, CFG 9.0, 24 frames at 320x576."""
+    """The paper's sampling settings: 50 DDIM steps, CFG 9.0, 24 frames at 320x576.
+
+    ``subject_early_scale`` / ``subject_early_steps`` (beyond the paper; off by default): CustomCrafter's
+    "dynamic weighted video sampling". During the first ``subject_early_steps`` sampling steps, where the
+    motion and layout form, the subject LoRA adds ``subject_early_scale`` (0..1) times its delta; from then
+    on, where the appearance forms, its full delta. Only the LoRA is scaled (the subject tokens stay).
+    Either a scale of 1.0 or 0 early steps turns it off (results bit-identical to not having it). The
+    samplers take the subject adapter's name: ``scs_sample``'s subject branch, guided passes included, and
+    ``ddim_sample(subject_adapter=...)`` (w/o SCS).
+    """
 
     frames: int = 24
     height: int = 320
@@ -36,11 +45,31 @@ class SampleSettings:
     cfg: float = 9.0
     seed: int = 0
     negative_prompt: str = ""
+    subject_early_scale: float = 1.0  # the subject LoRA's scale during the first subject_early_steps
+    subject_early_steps: int = 0  # 0: off
 
     def check(self) -> None:
         require(self.frames >= 2, "frames", f"a video needs at least 2 frames, got {self.frames}")
         check_size(self.width, self.height)
         require(self.steps >= 1, "steps", f"expected at least 1 step, got {self.steps}")
+        scale = self.subject_early_scale
+        require(isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale)
+                and 0.0 <= scale <= 1.0, "subject_early_scale",
+                f"expected the subject LoRA's early scale in 0..1 (1 = off), got {scale!r}")
+        n = self.subject_early_steps
+        require(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= self.steps,
+                "subject_early_steps",
+                f"expected a whole number of steps in 0..{self.steps} (the sampling steps; 0 = off), "
+                f"got {n!r}")
+
+    @property
+    def dynamic_subject(self) -> bool:
+        """Whether the subject LoRA's scale changes during sampling (``subject_early_*``)."""
+        return self.subject_early_steps > 0 and float(self.subject_early_scale) != 1.0
+
+    def subject_scale(self, step: int) -> float:
+        """The subject LoRA's scale at sampling step ``step`` (0 = the first, noisiest)."""
+        return float(self.subject_early_scale) if step < self.subject_early_steps else 1.0
 
 
 STEP_MODES = ("paper", "normalized")
@@ -132,28 +161,42 @@ def _cfg_eps(model, x, t, text_pair, scale):
     return classifier_free_guidance(uncond, cond, scale)
 
 
+def _subject_scale(model, settings: SampleSettings, subject_adapter: str | None, step: int):
+    """The context of one sampling step: the subject adapter at ``settings.subject_scale(step)``."""
+    if subject_adapter is None or not settings.dynamic_subject:
+        return adapter_scales(model, {})
+    return adapter_scales(model, {subject_adapter: settings.subject_scale(step)})
+
+
 @torch.no_grad()
 def ddim_sample(model, prompt: str, settings: SampleSettings, adapters: list[str] | None = None,
                 latents: torch.Tensor | None = None, callback=None, cancel=None,
                 recorder: AttentionRecorder | None = None,
-                on_maps: Callable[[int, AttentionRecorder], None] | None = None) -> torch.Tensor:
+                on_maps: Callable[[int, AttentionRecorder], None] | None = None,
+                subject_adapter: str | None = None) -> torch.Tensor:
     """Plain DDIM (eta 0) with CFG, with exactly ``adapters`` active. Returns final latents.
 
     With ``recorder``, attention maps of each step's [uncond, cond] batch go to ``on_maps(i, recorder)``.
+    ``subject_adapter`` (one of ``adapters``) is the one ``settings.subject_early_*`` scales in the early
+    steps; it must be named when those settings are on.
     """
     settings.check()
+    require(not settings.dynamic_subject or subject_adapter in (adapters or []), "subject_adapter",
+            f"subject_early_scale needs the subject adapter among the active ones {adapters or []}, "
+            f"got {subject_adapter!r}")
     sched = _scheduler(model, settings.steps)
     x = initial_noise(model, settings) if latents is None else latents.to(model.device, model.dtype)
     text = encode_prompts(model, [settings.negative_prompt, prompt])
     with adapters_active(model, adapters or []), text_encoder_parked(model):
         for i, t in enumerate(sched.timesteps):
             t0 = time.perf_counter()
-            if recorder is None:
-                eps = _cfg_eps(model, x, t, text, settings.cfg)
-            else:
-                with recorder, recorder.recording((2, *x.shape[1:])):
+            with _subject_scale(model, settings, subject_adapter, i):
+                if recorder is None:
                     eps = _cfg_eps(model, x, t, text, settings.cfg)
-                on_maps(i, recorder)
+                else:
+                    with recorder, recorder.recording((2, *x.shape[1:])):
+                        eps = _cfg_eps(model, x, t, text, settings.cfg)
+                    on_maps(i, recorder)
             x = sched.step(eps, t, x).prev_sample
             _report(callback, cancel, "sample", i, len(sched.timesteps), t0=t0)
     return x
@@ -253,10 +296,11 @@ def inverted_reference(model, reference: torch.Tensor, steps: int) -> torch.Tens
 
 
 class _Branch:
-    """One SCS branch: an adapter, a prompt pair and each subject's columns in that prompt."""
+    """One SCS branch: its adapter(s), a prompt pair and each subject's columns in that prompt."""
 
-    def __init__(self, model, adapter: str, prompt: str, columns: list[list[int]], negative: str):
+    def __init__(self, model, adapter: str | list[str], prompt: str, columns: list[list[int]], negative: str):
         self.adapter = adapter
+        self.adapters = [adapter] if isinstance(adapter, str) else list(adapter)  # active together
         self.text = encode_prompts(model, [negative, prompt])
         self.columns = columns
 
@@ -298,7 +342,7 @@ def _branch_gradient(model, recorder: AttentionRecorder, branch: _Branch, x: tor
     """
     leaf = x.detach().clone().requires_grad_(True)
     fp16 = model.dtype == torch.float16
-    with adapters_active(model, [branch.adapter]):
+    with adapters_active(model, branch.adapters):
         with recorder.recording(leaf.shape, stop_after_last=stop_early, kinds=kinds):
             predict_noise(model, leaf, t.clone(), branch.text[1:].clone())
         sca = branch.sca(recorder) if recorder.wants("spatial") else None
@@ -350,7 +394,7 @@ def collaborative_guidance(model, recorder: AttentionRecorder, sub: _Branch, mot
     """
     # works inside ComfyUI's inference_mode too: fresh (non-inference) copies of what autograd sees
     with recorder, torch.inference_mode(False):
-        with torch.no_grad(), adapters_active(model, [sub.adapter]):
+        with torch.no_grad(), adapters_active(model, sub.adapters):
             with recorder.recording(x_sub.shape, stop_after_last=True, kinds=("spatial",)):
                 predict_noise(model, x_sub, t, sub.text[1:])
             target_sca = sub.sca(recorder)
@@ -369,7 +413,7 @@ def collaborative_guidance(model, recorder: AttentionRecorder, sub: _Branch, mot
 
 @torch.no_grad()
 def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter: str,
-               motion_adapter: str, settings: SampleSettings, scs: SCSSettings | None = None,
+               motion_adapter: str | list[str], settings: SampleSettings, scs: SCSSettings | None = None,
                latents: torch.Tensor | None = None, callback=None, cancel=None,
                stats: SCSStats | None = None) -> torch.Tensor:
     """Spatial-Temporal Collaborative Sampling (Algorithm 1). Returns final latents.
@@ -381,6 +425,10 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     is ``x_t`` itself on unguided steps); the latents stay in fp32. Each subject's maps are
     aligned by position: its token's columns in the prompt against the columns of the very
     superclass word that replaced it in the twin prompt (``tokens.aligned_subject_columns``).
+
+    ``motion_adapter``: one name, or several motion adapters active together in the motion branch (each
+    adds its delta; weight them with :func:`lora.adapter_scales`). ``settings.subject_early_*`` scale
+    the subject adapter during the first steps, in its guided passes too.
     """
     settings.check()
     scs = scs or SCSSettings()
@@ -406,22 +454,23 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
                 t0 = time.perf_counter()
                 x_sub, x_mot = x, x
                 loss, parts = 0.0, None
-                if i < scs.tau:
-                    g = collaborative_guidance(model, recorder, sub, mot, x_sub, x_mot, t, alphas[i],
-                                               scs.stop_at_last_layer, scs.step_mode)
-                    x_sub, x_mot, loss = g.x_sub, g.x_mot, g.loss_s_to_m + g.loss_m_to_s
-                    parts = {"L_s->m": g.loss_s_to_m, "L_m->s": g.loss_m_to_s, "step_sub": g.step_sub,
-                             "step_mot": g.step_mot}
-                    if stats is not None:
-                        stats.loss_s_to_m.append(g.loss_s_to_m)
-                        stats.loss_m_to_s.append(g.loss_m_to_s)
-                        stats.relative_step_sub.append(g.step_sub)
-                        stats.relative_step_mot.append(g.step_mot)
-                        stats.skipped += g.skipped
-                with adapters_active(model, [subject_adapter]):
-                    eps_sub = _cfg_eps(model, x_sub, t, sub.text, settings.cfg)
-                with adapters_active(model, [motion_adapter]):
-                    eps_mot = _cfg_eps(model, x_mot, t, mot.text, settings.cfg)
+                with _subject_scale(model, settings, subject_adapter, i):
+                    if i < scs.tau:
+                        g = collaborative_guidance(model, recorder, sub, mot, x_sub, x_mot, t, alphas[i],
+                                                   scs.stop_at_last_layer, scs.step_mode)
+                        x_sub, x_mot, loss = g.x_sub, g.x_mot, g.loss_s_to_m + g.loss_m_to_s
+                        parts = {"L_s->m": g.loss_s_to_m, "L_m->s": g.loss_m_to_s, "step_sub": g.step_sub,
+                                 "step_mot": g.step_mot}
+                        if stats is not None:
+                            stats.loss_s_to_m.append(g.loss_s_to_m)
+                            stats.loss_m_to_s.append(g.loss_m_to_s)
+                            stats.relative_step_sub.append(g.step_sub)
+                            stats.relative_step_mot.append(g.step_mot)
+                            stats.skipped += g.skipped
+                    with adapters_active(model, sub.adapters):
+                        eps_sub = _cfg_eps(model, x_sub, t, sub.text, settings.cfg)
+                    with adapters_active(model, mot.adapters):
+                        eps_mot = _cfg_eps(model, x_mot, t, mot.text, settings.cfg)
                 eps = combine_branches(eps_sub, eps_mot, scs.beta_s, scs.beta_m)
                 x_base = x if i >= scs.tau else (scs.beta_s * x_sub + scs.beta_m * x_mot) / wsum
                 x = sched.step(eps, t, x_base).prev_sample
