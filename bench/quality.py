@@ -1,4 +1,4 @@
-"""``make quality``: VideoMage against its ablations and a MotionDirector-style baseline on ShapesWorld.
+"""``make quality``: VideoMage against its ablations, their controls and MotionDirector on ShapesWorld.
 
     python -m bench.quality [--pairs 4] [--seeds 2] [--out outputs/quality] [--scale full|test]
 
@@ -12,11 +12,14 @@ generator and exact measures (:mod:`videomage_core.shapesworld.customization`):
   held-out interaction prompt of the base model (``motion_before``) vs the motion as the samplers
   use it, its LoRA started from its noise prior (``motion_after``), and of each half alone
   (``motion_lora_only``, ``motion_prior_only``).
-- ``methods``: for every subject pair x held-out motion x seed, five ways to make "a <s1> orbits
+- ``methods``: for every subject pair x held-out motion x seed, four ways to make "a <s1> orbits
   a <s2>": ``videomage`` (fused subjects with L_attn, motion LoRA with L_mot, SCS), ``wo_lmot``
-  (motion LoRA with the plain loss, omega 0), ``wo_lattn`` (fusion with lambda2 0), ``wo_scs``
-  (both LoRAs in one model, plain sampling) and ``motiondirector_style`` (subject LoRAs averaged
-  without fusion training + plain-loss motion LoRA, one model, plain sampling).
+  (motion LoRA with the plain loss, omega 0), ``wo_lattn`` (fusion with lambda2 0) and ``wo_scs``
+  (both LoRAs in one model, plain sampling).
+- ``controls`` on the same cells: ``motiondirector`` (the baseline as its paper describes it:
+  :mod:`videomage_core.motiondirector`'s dual-path motion, the subjects' LoRAs averaged, plain
+  sampling), ``tau0`` (SCS's two branches never guided) and ``beta0`` (every method and the
+  baseline with the noise prior off).
 - ``claims``: the paper's claims as paired differences over the same (pair, motion, seed) videos;
   a claim is ``supported`` when the 95 % Student-t interval over the (pair, motion) cells' mean
   differences excludes 0 on the claimed side (a cell's seeds share its LoRAs; :func:`claim`).
@@ -43,63 +46,37 @@ import numpy as np
 import torch
 
 from bench.markdown import write_section
+from bench.quality_stats import (  # noqa: F401 (re-exported: the bench's names in one place)
+    BASELINE,
+    METHODS,
+    OPTIONS,
+    RECIPES,
+    T975,
+    TABLE_MEASURES,
+    VARIANTS,
+    claim,
+    stat,
+    summarize,
+    t975,
+)
 from videomage_core.atomic import atomic_write_json
 from videomage_core.shapesworld import customization as C
 from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS, SUPERCLASS, interaction_prompt
 
-METHODS = ("videomage", "wo_lmot", "wo_lattn", "wo_scs", "motiondirector_style")
 #: The code a cached cell's numbers come from (the detectors and how a video is scored).
-MEASURING_CODE = (Path(C.__file__).with_name("measures.py"), Path(C.__file__))
-SAMPLING_ONLY = ("alpha", "tau", "noise_prior_beta", "sample_steps")  # not in artifact digests
+MEASURING_CODE = (Path(C.__file__).with_name("measures.py"), Path(C.__file__).with_name("detection.py"),
+                  Path(C.__file__))
+SAMPLING_ONLY = ("alpha", "tau", "noise_prior_beta", "sample_steps", "early_subject_scale",
+                 "early_subject_steps")  # not in artifact digests
 MOTION_ROWS = ("motion_before", "motion_after", "motion_lora_only", "motion_prior_only")
-TABLE_MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency")
 SCALES = {
     "full": {},
-    # for tests: every stage runs, with a few steps each
-    "test": dict(subject_steps=2, motion_steps=2, inversion_steps=1, fusion_steps=2, sample_steps=2, tau=1,
+    # for tests: every stage runs, with a few steps each, at 32 px (the UNet is convolutional; 4x fewer latents)
+    "test": dict(size=32, subject_steps=2, motion_steps=2, inversion_steps=1, fusion_steps=2, sample_steps=2,
+                 tau=1,
                  prior_videos=1, prior_steps=1, generation_steps=1, images=2),
 }
 
-
-def stat(values) -> dict:
-    """Mean and 95 % half-width (normal approximation) of the values that are not None."""
-    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
-    if v.size == 0:
-        return {"mean": None, "ci95": None, "n": 0}
-    half = float(1.96 * v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else None
-    return {"mean": round(float(v.mean()), 4), "ci95": None if half is None else round(half, 4), "n": int(v.size)}
-
-
-#: 97.5 % quantiles of Student's t for 1..30 degrees of freedom (two-sided 95 % intervals).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
-
-
-def t975(df: int) -> float:
-    return T975[df - 1] if df <= len(T975) else 1.96 + 2.4 / df  # within 0.002 of t beyond 30
-
-
-def claim(a: dict, b: dict) -> dict:
-    """Paired difference a - b over the (pair, motion, seed) keys where both are defined.
-
-    ``mean`` / ``ci95`` / ``n`` treat every video as independent. They are not: the seeds of one
-    (pair, motion) cell share that cell's trained LoRAs, so the claim is tested on the cells instead:
-    ``cell_mean`` / ``cell_ci95`` are the mean and Student-t half-width of the per-cell mean
-    differences (``cells`` of them), and ``supported`` means that interval excludes 0 on the
-    claimed side."""
-    keys = [k for k in sorted(a) if a[k] is not None and b.get(k) is not None]
-    out = stat([a[k] - b[k] for k in keys])
-    cells: dict[tuple, list[float]] = {}
-    for k in keys:
-        cells.setdefault(k[:2], []).append(a[k] - b[k])
-    means = np.asarray([np.mean(v) for v in cells.values()], dtype=np.float64)
-    k = int(means.size)
-    half = float(t975(k - 1) * means.std(ddof=1) / math.sqrt(k)) if k > 1 else None
-    out.update(cell_mean=round(float(means.mean()), 4) if k else None,
-               cell_ci95=None if half is None else round(half, 4), cells=k)
-    out["supported"] = bool(half is not None and out["cell_mean"] - out["cell_ci95"] > 0)
-    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -153,7 +130,7 @@ class Quality:
         and the measuring code (measures are cached per (pair, motion, seed), so more seeds later measure
         only the new ones, and an edited detector measures everything again)."""
         measuring = hashlib.sha256(b"".join(p.read_bytes() for p in MEASURING_CODE)).hexdigest()[:12]
-        key = json.dumps([self.digest(), C.recipe_dict(self.recipe), METHODS, measuring])
+        key = json.dumps([self.digest(), C.recipe_dict(self.recipe), VARIANTS, RECIPES, measuring])
         return hashlib.sha256(key.encode()).hexdigest()[:8]
 
     def _measured(self, name: str, measure) -> tuple[bool, object]:
@@ -182,6 +159,8 @@ class Quality:
                                                     C.train_motion_artifact(m, ref, r, 500 + j))
             arts[f"motion_{motion}_plain"] = self._cached(f"motion_{motion}_plain", lambda ref=ref, j=j:
                                                           C.train_motion_artifact(m, ref, r, 500 + j, omega=0.0))
+            arts[f"motion_{motion}_md"] = self._cached(f"motion_{motion}_md", lambda ref=ref, j=j:
+                                                       C.train_motiondirector_artifact(m, ref, r, 500 + j))
         for i, pair in enumerate(self.pairs):
             subs = [arts[f"subject_p{i}s0"], arts[f"subject_p{i}s1"]]
             arts[f"fused_p{i}"] = self._cached(f"fused_p{i}", lambda subs=subs, pair=pair, i=i:
@@ -245,13 +224,6 @@ class Quality:
     def methods(self, arts) -> list[dict]:
         """Every method on every (pair, motion, seed) cell; one record per video."""
         r, m = self.recipe, self.model
-        recipes = {  # method -> (subject artifact key, motion artifact key, sampler mode)
-            "videomage": ("fused_p{i}", "motion_{m}", "scs"),
-            "wo_lmot": ("fused_p{i}", "motion_{m}_plain", "scs"),
-            "wo_lattn": ("fused_p{i}_noattn", "motion_{m}", "scs"),
-            "wo_scs": ("fused_p{i}", "motion_{m}", "wo_scs"),
-            "motiondirector_style": ("averaged_p{i}", "motion_{m}_plain", "wo_scs"),
-        }
         records = []
         total = len(self.pairs) * len(self.motions) * self.n_seeds
         done = 0
@@ -263,10 +235,15 @@ class Quality:
 
                     def cell(i=i, pair=pair, motion=motion, prompt=prompt, seed=seed):
                         out = []
-                        for name, (sk, mk, mode) in recipes.items():
+                        nxt = self.motions[(self.motions.index(motion) + 1) % len(self.motions)]
+                        for name, recipe_name, guided, prior, option in VARIANTS:
+                            sk, mk, mode = RECIPES[recipe_name]
                             video = C.generate(m, arts[sk.format(i=i)], arts[mk.format(m=motion)], prompt, r, seed,
-                                               mode)
+                                               mode, noise_prior=prior, guided=guided,
+                                               early_subject=option == "customcrafter",
+                                               motion_2=arts[f"motion_{nxt}"] if option == "two_motions" else None)
                             rec = C.measure_customized(video, pair, self.references[motion])
+                            rec["motion_fidelity_next"] = C.measure_motion(video, self.references[nxt])
                             out.append({"method": name, "pair": i, "motion": motion, "seed": seed, **rec})
                         return out
 
@@ -279,37 +256,6 @@ class Quality:
         return records
 
 
-def summarize(records: list[dict]) -> tuple[dict, dict]:
-    methods = {}
-    for name in METHODS:
-        rows = [r for r in records if r["method"] == name]
-        methods[name] = {k: stat([r[k] for r in rows]) for k in C.MEASURES}
-        methods[name]["failed"] = int(sum(r["failed"] for r in rows))
-
-    def by_cell(name, value):  # (pair, motion, seed) -> value, for one method
-        return {(r["pair"], r["motion"], r["seed"]): value(r) for r in records if r["method"] == name}
-
-    def col(measure):
-        return lambda r: r[measure]
-
-    def overall(r):  # one number per video: the mean of the four "higher is better" views; a failed
-        # video (fewer than two objects) is a failure here as in the method means: 0
-        return 0.0 if r["failed"] else \
-            float(np.mean([r["subject_fidelity"], r["motion_fidelity"], r["binding"], 1 - r["leakage"]]))
-
-    claims = {
-        "leakage lower with L_mot (wo_lmot - videomage > 0)": claim(by_cell("wo_lmot", col("leakage")),
-                                                                    by_cell("videomage", col("leakage"))),
-        "binding better with L_attn (videomage - wo_lattn > 0)": claim(by_cell("videomage", col("binding")),
-                                                                        by_cell("wo_lattn", col("binding"))),
-        "motion fidelity better with SCS (videomage - wo_scs > 0)": claim(
-            by_cell("videomage", col("motion_fidelity")), by_cell("wo_scs", col("motion_fidelity"))),
-        "arrangement (interaction) better with SCS (videomage - wo_scs > 0)": claim(
-            by_cell("videomage", col("interaction")), by_cell("wo_scs", col("interaction"))),
-        "VideoMage ahead of MotionDirector-style (overall, videomage - baseline > 0)": claim(
-            by_cell("videomage", overall), by_cell("motiondirector_style", overall)),
-    }
-    return methods, claims
 
 
 def _fmt(s: dict) -> str:
@@ -328,7 +274,7 @@ def markdown(result: dict) -> str:
          f"{s['seeds']} seeds = {s['cells']} videos per method; {s['recipe']['frames']} frames at "
          f"{s['recipe']['size']} px, {s['recipe']['sample_steps']} DDIM steps, CFG {s['recipe']['cfg']}, "
          f"tau {s['recipe']['tau']}. Mean ± 95 % half-width. All measures are exact detectors "
-         f"(`videomage_core/shapesworld/measures.py`); leakage: lower is better.", "",
+         f"(`videomage_core/shapesworld/measures.py`, `detection.py`); leakage: lower is better.", "",
          "### Base model (held-out prompts)", "",
          "| colour | shape | motion |", "|---|---|---|",
          f"| {_fmt(b['colour'])} | {_fmt(b['shape'])} | {_fmt(b['motion'])} |", "",
@@ -353,6 +299,40 @@ def markdown(result: dict) -> str:
         m = result["methods"][name]
         L.append(f"| {name} | " + " | ".join(_fmt(m[k]) for k in (*TABLE_MEASURES, "interaction"))
                  + f" | {m['failed']} |")
+    ctl = result.get("controls") or {}
+    if ctl:
+        L += ["", "### Controls", "",
+              "| video | subject fidelity | motion fidelity | leakage (lower) | binding | temporal consistency | "
+              "interaction | failed videos |", "|---|---|---|---|---|---|---|---|"]
+        rows = [("MotionDirector (baseline)", ctl[BASELINE]), ("VideoMage, tau = 0 (two branches, no guidance)",
+                                                                ctl["tau0"])]
+        rows += [(f"{name}, noise prior off (beta = 0)", v) for name, v in ctl["beta0"].items()]
+        for label, m in rows:
+            L.append(f"| {label} | " + " | ".join(_fmt(m[k]) for k in (*TABLE_MEASURES, "interaction"))
+                     + f" | {m['failed']} |")
+        L += ["", ("tau = 0 samples with both of SCS's branches, averaged, but never guides them: what SCS adds "
+                   "beyond averaging two models. beta = 0 starts every method from fresh noise instead of the "
+                   "reference's inverted latents, which carry its layout and its appearance: what each method "
+                   "does without the noise prior. MotionDirector: its dual-path motion LoRA (spatial LoRA on "
+                   "single frames absorbing appearance, temporal LoRA with its appearance-debiased loss; same "
+                   "rank, steps and learning rate as VideoMage's), the subjects' LoRAs averaged, plain sampling.")]
+    opt = result.get("options") or {}
+    if opt:
+        cc, two = opt["customcrafter"], opt["two_motions"]
+        d = lambda o, k: _fmt({"mean": o["vs_videomage"][k].get("cell_mean"), "ci95": o["vs_videomage"][k].get("cell_ci95")})
+        L += ["", "### Options beyond the paper (on VideoMage, same cells)", "",
+              "| option | subject fidelity | motion fidelity | motion fidelity to the second motion | "
+              "vs VideoMage: subject / motion / second motion (per-cell difference) |", "|---|---|---|---|---|",
+              f"| CustomCrafter's early subject scale ({s['recipe'].get('early_subject_scale')} for the first "
+              f"{s['recipe'].get('early_subject_steps')} steps) | {_fmt(cc['subject_fidelity'])} | "
+              f"{_fmt(cc['motion_fidelity'])} | {_fmt(cc['motion_fidelity_next'])} | {d(cc, 'subject_fidelity')} / "
+              f"{d(cc, 'motion_fidelity')} / {d(cc, 'motion_fidelity_next')} |",
+              f"| two motion LoRAs (the cell's + the next held-out motion's, weight 1 each) | "
+              f"{_fmt(two['subject_fidelity'])} | {_fmt(two['motion_fidelity'])} | {_fmt(two['motion_fidelity_next'])} | "
+              f"{d(two, 'subject_fidelity')} / {d(two, 'motion_fidelity')} / {d(two, 'motion_fidelity_next')} |",
+              "", (f"VideoMage's own videos score {_fmt(opt['videomage_motion_fidelity_next'])} against the second "
+                   "motion's reference: the baseline for the last column (a combined video that shows both "
+                   "motions would score above it there while keeping its first motion).")]
     L += ["", ("A failed video (fewer than two objects detected) scores 0 on every measure, and on the "
                "overall score of the baseline claim below, except leakage, which leaves it out (a 0 there "
                "would reward the failure).")]
@@ -407,7 +387,7 @@ def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full",
     arts = q.train()
     custom = q.customization(arts)
     records = q.methods(arts)
-    methods, claims = summarize(records)
+    methods, controls, options, claims = summarize(records)
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -420,6 +400,8 @@ def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full",
         "base": base_controllability(Path(model_dir)),
         "customization": {k: v for k, v in custom.items() if k != "scores"},
         "methods": methods,
+        "controls": controls,
+        "options": options,
         "claims": claims,
         "timings": q.timings,
         "reused": q.reused,

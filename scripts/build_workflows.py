@@ -106,10 +106,10 @@ def col(i, row=0):
 
 
 # The quick start: the built-in ShapesWorld model at the size it was trained for (its videomage.json:
-# 8 frames of 32x32 px, CFG 3, SCS alpha 10), with small but real step counts, so it runs in minutes on a CPU.
+# 8 frames of 64x64 px, CFG 3, SCS alpha 10), with small but real step counts, so it runs in minutes on a CPU.
 BUILTIN = "shapesworld_builtin"
 QUICK = {
-    "size": {"width": 32, "height": 32},
+    "size": {"width": 64, "height": 64},
     "frames": 8,
     "subject": {"steps": 60, "lr_lora": 1e-3, "prior_videos": 2, "prior_frames": 8, "prior_steps": 10},
     "motion": {"steps": 60, "inversion_steps": 30, "lr_lora": 1e-3},
@@ -156,8 +156,9 @@ def user_photos(g, row, token):
 def subject_branch(g, model, row, quick, index):
     """Train Subject from ShapesWorld's example subject (quick start) or from the user's photos."""
     if quick:
-        shape, colour, texture, token = (("star", "red", "stripes", "<red_star>"),
-                                         ("ring", "green", "dots", "<green_ring>"))[index]
+        # plain: the second edition's VAE does not resolve textures, so they are not part of an identity
+        shape, colour, texture, token = (("star", "red", "plain", "<red_star>"),
+                                         ("ring", "green", "plain", "<green_ring>"))[index]
         s = g.add(
             "VideoMageShapesWorldSubject",
             {"shape": shape, "colour": colour, "texture": texture, "count": 4, "seed": index, **QUICK["size"]},

@@ -36,12 +36,12 @@ def test_the_builtin_model_is_committed_small_and_documented():
 
 def test_it_loads_with_its_settings_and_8x8_attention_maps(builtin):
     s = builtin.settings
-    assert s["model"] == "shapesworld" and (s["frames"], s["height"], s["width"]) == (8, 32, 32)
+    assert s["model"] == "shapesworld" and (s["frames"], s["height"], s["width"]) == (8, 64, 64)
     assert s["scs_alpha"] == 10.0  # SCS reads it when SCSSettings.alpha0 is None
     assert builtin.attention_levels == tuple(s["attention_levels"]) != DEFAULT_LEVELS
     assert builtin.default("cfg", 9.0) == s["cfg"] and builtin.default("nope", 7) == 7
     recorder = AttentionRecorder(builtin.unet, levels=builtin.attention_levels)
-    lat = torch.randn(1, 4, 8, 8, 8)
+    lat = torch.randn(1, 4, 8, 16, 16)  # 64 px through the factor-4 VAE; maps recorded one level down
     text = builtin.text_encoder(builtin.tokenizer(["a red circle moving left"], padding="max_length",
                                                   max_length=77, return_tensors="pt").input_ids)[0]
     with torch.no_grad(), recorder, recorder.recording(lat.shape):

@@ -76,7 +76,16 @@ def test_cli_pipeline_and_clear_errors(tiny_model_dir, tmp_path, capsys):
                  "--motion", str(mot), "--prompt", "A <toy> jumps", "--frames", "3", "--steps", "2",
                  "--tau", "1", "--out", str(out)]) == 0
     assert load_video(out).shape == (3, 64, 64, 3)
+    # beyond the paper: a second motion and CustomCrafter's early subject scale
+    assert main(["sample", "--model", str(tiny_model_dir), "--size", "64x64", "--subject", str(sub),
+                 "--motion", str(mot), "--motion-2", str(mot), "--motion-2-weight", "0.5",
+                 "--subject-early-scale", "0.5", "--subject-early-steps", "1", "--prompt", "A <toy> jumps",
+                 "--frames", "3", "--steps", "2", "--tau", "1", "--out", str(tmp_path / "two.webp")]) == 0
     capsys.readouterr()
+    assert main(["sample", "--model", str(tiny_model_dir), "--size", "64x64", "--subject", str(sub),
+                 "--motion", str(mot), "--motion-2", str(mot), "--motion-2-weight", "5", "--prompt",
+                 "A <toy> jumps", "--out", str(tmp_path / "bad.webp")]) == 2
+    assert "--motion-2-weight" in capsys.readouterr().err and not (tmp_path / "bad.webp").exists()
     # clear errors, exit code 2, nothing written
     assert main(["sample", "--model", str(tiny_model_dir), "--subject", str(sub), "--motion", str(mot),
                  "--prompt", "A toy jumps", "--out", str(tmp_path / "x.webp")]) == 2
@@ -122,7 +131,7 @@ def test_cli_sampling_defaults_come_from_the_model():
     flags = ["sample", "--model", "m", "--subject", "s", "--prompt", "p", "--out", "o.webp"]
     args = build_parser().parse_args(flags)
     assert (args.size, args.frames, args.steps, args.cfg, args.alpha) == (None,) * 5
-    assert _size_for(args, builtin_model) == (32, 32)  # the built-in model's videomage.json
+    assert _size_for(args, builtin_model) == (64, 64)  # the built-in model's videomage.json
     paper = [("frames", 24), ("steps", 50), ("cfg", 9.0)]
     assert [_or_model(None, builtin_model, k, v) for k, v in paper] == [8, 30, 3.0]
     assert _or_model(12, builtin_model, "frames", 24) == 12

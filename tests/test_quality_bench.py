@@ -40,22 +40,29 @@ def test_seeds_of_one_cell_are_not_independent_evidence():
 def _records(videomage_leak, wo_leak):
     recs = []
     for k in range(6):  # six (pair, motion) cells of one seed each
-        for name in Q.METHODS:
-            leak = wo_leak if name == "wo_lmot" else videomage_leak
+        for name, *_ in Q.VARIANTS:
+            leak = wo_leak if name in ("wo_lmot", "beta0:wo_lmot") else videomage_leak
             motion = ("orbit", "swap", "jump_over")[k % 3]
             recs.append({"method": name, "pair": k // 3, "motion": motion, "seed": 0, "subject_fidelity": 0.5,
                          "motion_fidelity": 0.5, "leakage": leak + 0.01 * k, "binding": 0.5,
-                         "temporal_consistency": 1.0, "interaction": 0.0, "failed": 0})
+                         "temporal_consistency": 1.0, "interaction": 0.0, "failed": 0,
+                         "motion_fidelity_next": 0.1 if name == "two_motions" else 0.0})
     return recs
 
 
 def test_claims_are_supported_only_beyond_the_interval():
-    methods, claims = Q.summarize(_records(0.1, 0.6))
+    methods, controls, options, claims = Q.summarize(_records(0.1, 0.6))
+    assert options["two_motions"]["motion_fidelity_next"]["mean"] == pytest.approx(0.1)
+    assert options["two_motions"]["vs_videomage"]["motion_fidelity_next"]["supported"]  # 0.1 on all 6 cells
+    assert not options["customcrafter"]["vs_videomage"]["motion_fidelity"]["supported"]
+    assert set(controls) == {"tau0", "beta0", "motiondirector"} and set(controls["beta0"]) == set(Q.RECIPES)
+    assert controls["beta0"]["wo_lmot"]["leakage"]["mean"] == pytest.approx(0.625)
+    assert claims["leakage lower with L_mot, noise prior off (beta0: wo_lmot - videomage > 0)"]["supported"]
     assert methods["wo_lmot"]["leakage"]["mean"] == pytest.approx(0.625)
     leak = claims["leakage lower with L_mot (wo_lmot - videomage > 0)"]
     assert leak["mean"] == pytest.approx(0.5) and leak["supported"]
     assert not claims["binding better with L_attn (videomage - wo_lattn > 0)"]["supported"]  # equal
-    _, claims = Q.summarize(_records(0.6, 0.1))
+    *_, claims = Q.summarize(_records(0.6, 0.1))
     assert not claims["leakage lower with L_mot (wo_lmot - videomage > 0)"]["supported"]
 
 
@@ -84,16 +91,24 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
     assert ceiling["motion_fidelity"]["mean"] > 0.9  # the references survive the round trip
     assert {saved["customization"][k]["n"] for k in Q.MOTION_ROWS} == {3}  # min_samples 2 over 3 motions
     assert set(saved["methods"]) == set(Q.METHODS)
-    for m in Q.METHODS:
+    controls = saved["controls"]
+    assert set(controls) == {"tau0", "beta0", "motiondirector"} and set(controls["beta0"]) == set(Q.RECIPES)
+    for m in [*(saved["methods"][k] for k in Q.METHODS), controls["tau0"], controls["motiondirector"],
+              *controls["beta0"].values()]:
         for k in ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency"):
-            assert set(saved["methods"][m][k]) >= {"mean", "ci95"}
-    assert len(saved["records"]) == len(Q.METHODS) * 3 and res["settings"]["cells"] == 3
+            assert set(m[k]) >= {"mean", "ci95"}
+        assert m["motion_fidelity"]["n"] == 3
+    assert len(saved["records"]) == len(Q.VARIANTS) * 3 and res["settings"]["cells"] == 3
+    assert set(saved["options"]) == {*Q.OPTIONS, "videomage_motion_fidelity_next"}
+    assert saved["options"]["two_motions"]["motion_fidelity_next"]["n"] == 3
+    assert "Options beyond the paper" in Q.markdown(res)
     md = (tmp_path / "r" / "RESULTS.md").read_text()
-    assert "<!-- quality:start -->" in md and "motiondirector_style" in md
+    assert "<!-- quality:start -->" in md and "MotionDirector (baseline)" in md and "tau = 0" in md
     arts = sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir())
-    assert len(arts) == 2 + 3 * 2 + 2
+    assert len(arts) == 2 + 3 * 3 + 2  # subjects, motions (L_mot, plain, MotionDirector), fusions
+    assert sum(a.startswith("motion_") and "_md-" in a for a in arts) == 3
     # a run with one more seed reuses every artifact and measured cell: it makes only the new seed's
-    # videos (3 motions x 5 methods)
+    # videos (3 motions x every method and control)
     made = []
     generate = Q.C.generate
 
@@ -105,7 +120,7 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
     again = Q.run(shapesworld_model_dir(), tmp_path / "q", pairs=1, seeds=2, scale="test", results=None,
                   log=lambda s: None, min_samples=2)
     new_seed = {r["seed"] for r in again["records"]} - {r["seed"] for r in res["records"]}
-    assert len(made) == 3 * len(Q.METHODS) and set(made) == new_seed and len(new_seed) == 3
+    assert len(made) == 3 * len(Q.VARIANTS) and set(made) == new_seed and len(new_seed) == 3
     old = [r for r in again["records"] if r["seed"] not in new_seed]
     assert old == res["records"]  # reused as measured
     assert again["reused"] == {"customization": True, "cells": 3} and res["reused"]["cells"] == 0

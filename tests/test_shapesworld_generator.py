@@ -174,7 +174,10 @@ def test_world_is_broader_than_its_vocabulary():
     rng = np.random.default_rng(9)
     objs = [sample_pretraining_clip(rng).objects for _ in range(300)]
     objs = [o for group in objs for o in group]
-    assert {o.shape for o in objs} == set(SHAPES) and {o.texture for o in objs} == set(G.TEXTURES)
+    # every shape; textures only where the edition draws them (the second edition: plain only, as its
+    # VAE does not resolve them), though every texture can still be rendered on request
+    drawn = {t for t, p in zip(G.TEXTURES, G.TEXTURE_PROBS) if p > 0}
+    assert {o.shape for o in objs} == set(SHAPES) and {o.texture for o in objs} == drawn
     assert 0.3 < np.mean([o.colour_word is None for o in objs]) < 0.7
     assert 0.4 < np.mean([o.shape not in NAMED_SHAPES for o in objs]) < 0.75
 

@@ -10,6 +10,7 @@ import pytest
 from videomage_core.shapesworld import measures as M
 from videomage_core.shapesworld.generator import (
     DIRECTIONS,
+    HELD_OUT_INTERACTIONS as HELD_OUT,
     INTERACTIONS,
     SYMMETRIC_INTERACTIONS,
     ClipSpec,
@@ -285,3 +286,57 @@ def test_measures_take_uint8_and_other_sizes():
     assert ev["prompt"]["score"] == 1.0 and ev["motion_fidelity"] == 1.0 and ev["attribute_binding"] == 1.0
     path = single_path(rng, "down", 8.0, 8, 64, 64)
     assert M.classify_direction(path, 64) == "down"
+
+
+# --------------------------------------------------------------------------- degenerate outputs
+
+
+def _merge_into(paths: np.ndarray, by: int) -> np.ndarray:
+    """Object B slides onto object A over the first ``by`` frames, then follows A's path on top of it."""
+    a, b = paths
+    w = np.clip(np.arange(len(a)) / by, 0.0, 1.0)[:, None]
+    return np.stack([a, (1 - w) * b + w * a])
+
+
+@pytest.mark.parametrize("name", ["orbit", "jump_over", "swap"])
+def test_motion_measures_low_when_objects_merge_into_one_blob(name):
+    # the degenerate video the first edition's demo made: the two subjects merge into one blob that
+    # follows one reference object's path; with B's track filled from the blob, the trajectory error
+    # alone scored it 0.69 on an orbit
+    ref, spec, _ = pair_setup(name, seed=HELD_OUT.index(name))
+    merged = render_clip(replace(spec, paths=_merge_into(ref.spec.paths, by=3)))
+    for frames in (merged.frames, degrade(merged.frames, 6)):
+        assert M.pair_valid_fraction(frames) <= 0.5
+        assert M.motion_fidelity(frames, ref) == 0.0
+        tracks = [o.trajectory() for o in M.analyze(frames, 2).objects]
+        found = M.classify_interaction(*tracks, 64)[0] if len(tracks) == 2 else "none"
+        assert not (found == name and M.pair_valid_fraction(frames) >= 0.75)
+
+
+@pytest.mark.parametrize("name", ["orbit", "jump_over", "swap"])
+def test_motion_fidelity_low_when_an_object_vanishes_mid_clip(name):
+    ref, spec, target = pair_setup(name, seed=HELD_OUT.index(name) + 10)
+    only_a = render_clip(replace(spec, objects=spec.objects[:1], paths=spec.paths[:1], motion="still"))
+    for gone_from in (4, 3):           # half the frames, then more than half, show one object only
+        frames = target.frames.copy()
+        frames[gone_from:] = only_a.frames[gone_from:]
+        assert M.pair_valid_fraction(frames) == gone_from / 8
+        assert M.motion_fidelity(frames, ref) == 0.0
+    frames = target.frames.copy()      # one frame missing costs a quarter, not everything
+    frames[7:] = only_a.frames[7:]
+    assert 0.7 <= M.motion_fidelity(frames, ref) <= 0.8
+
+
+def test_reference_clip_itself_scores_full_leakage_and_no_subject():
+    ref, spec, _ = pair_setup("orbit", seed=3)
+    assert M.appearance_leakage(ref.frames, spec.objects, ref.objects) == 1.0
+    assert max(M.subject_fidelity(ref.frames, s, 2) for s in spec.objects) < 0.34
+
+
+def test_plain_subject_identity_is_hue_and_shape():
+    # the second edition's world is all plain: "plain" must not score by itself
+    subject = ObjectSpec("star", 300, "plain", 9 / 64)
+    other = sample_single(np.random.default_rng(2), "up", subject=ObjectSpec("circle", 120, "plain", 9 / 64))
+    assert M.subject_fidelity(other.frames, subject) == 0.0
+    same = sample_single(np.random.default_rng(2), "up", subject=subject)
+    assert M.subject_fidelity(same.frames, subject) == 1.0

@@ -61,6 +61,47 @@ def test_cpu_preset_records_8x8_maps_at_the_full_resolution_level():
         replace(cfg, record_level=3).check()
 
 
+@pytest.mark.parametrize("preset", ["cpu64", "h200"])
+def test_second_edition_presets_record_8x8_maps_at_level_one(preset):
+    cfg = P.PRESETS[preset]
+    cfg.check()
+    assert (cfg.height, cfg.width) == (64, 64) and cfg.latent_size == (16, 16) and cfg.map_size == (8, 8)
+    assert cfg.attention_levels == ("down_blocks.1", "up_blocks.2")
+    # the warm start needs the first edition's architecture
+    for field in ("vae_channels", "unet_channels", "unet_layers", "unet_heads", "text_dim", "text_layers"):
+        assert getattr(cfg, field) == getattr(P.PRESETS["cpu"], field), field
+
+
+def test_init_from_keeps_the_vae_and_starts_from_the_unet(smoke, tmp_path):
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+
+    other_seed = replace(SMOKE, seed=5)  # a fresh init of this seed is far from the smoke model
+    res = P.pretrain(tmp_path / "warm", other_seed, log=lambda s: None, eval_samples=0, init_from=smoke.out,
+                     stop_at=1)
+    vae = res.state["vae"]
+    assert vae["done"] and vae["step"] == 0 and vae["init_from"] == str(smoke.out)
+    assert vae["scaling_factor"] == pytest.approx(smoke.state["vae"]["scaling_factor"])
+    src = AutoencoderKL.from_pretrained(smoke.out / "vae").state_dict()
+    kept = AutoencoderKL.from_pretrained(res.out / "vae").state_dict()
+    assert all(torch.equal(src[k], kept[k]) for k in src)  # not retrained
+    # one UNet step later the weights are the source's moved by one small step, not a fresh init
+    a = UNet3DConditionModel.from_pretrained(smoke.out / "unet").state_dict()
+    b = UNet3DConditionModel.from_pretrained(res.out / "unet").state_dict()
+    fresh = P.build_modules(other_seed, _tokenizer(res.out))[0].state_dict()
+    k = "conv_in.weight"
+    assert (b[k] - a[k]).abs().max() < (fresh[k] - a[k]).abs().max() / 10
+    card = (res.out / "MODEL_CARD.md").read_text()
+    assert "kept from" in card and "starting from" in card
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        _run(tmp_path, "bad", init_from=tmp_path / "nowhere")
+
+
+def _tokenizer(folder):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+
+
 def test_tokenizer_makes_every_caption_word_one_token(smoke):
     from transformers import CLIPTokenizer
 

@@ -6,7 +6,8 @@ project; see its MODEL_CARD.md). Inputs come from the ShapesWorld generator
 model has no word for them, as ZeroScope has none for a user's dog) and a reference clip of a
 held-out interaction ("orbit", never shown in pretraining) performed by two other objects. Writes
 ``<out>/``: the inputs, the trained artifacts, ``videomage.webp``, ``wo_scs.webp``,
-``side_by_side.webp`` (reference | subjects | VideoMage | w/o SCS, upscaled 4x to be seen) and
+``side_by_side.webp`` (reference | subjects | VideoMage | w/o SCS, each column labelled, upscaled to 128 px
+to be seen) and
 ``report.json`` (settings, losses, timings, and the exact ShapesWorld measures of both videos).
 ``model_dir`` runs it on another folder instead (e.g. a tiny random model).
 """
@@ -23,11 +24,19 @@ import torch
 SCALES = {
     "demo": dict(subject_steps=200, motion_steps=200, inversion_steps=100, fusion_steps=100, prior_videos=2,
                  prior_steps=20, generation_steps=20),
-    "test": dict(subject_steps=2, motion_steps=2, inversion_steps=2, fusion_steps=2, sample_steps=3, tau=2,
+    "test": dict(size=32, subject_steps=2, motion_steps=2, inversion_steps=2, fusion_steps=2, sample_steps=3, tau=2,
                  prior_videos=1, prior_steps=2, generation_steps=2, images=2),
 }
 MOTION = "orbit"
-VIEW_SCALE = 4  # the side-by-side is upscaled (nearest) so 32 px videos can be looked at
+VIEW_SIZE = 128  # the side-by-side is upscaled (nearest) to at least this many pixels, to be looked at
+#: what each column of side_by_side.webp shows (also in report.json)
+COLUMNS = {
+    "reference": "the reference clip the motion is learned from: two other objects, in named colours, "
+                 "performing the held-out interaction (its appearance must not leak)",
+    "subjects": "one training image of each subject (unnamed hues and shapes the model has no word for)",
+    "VideoMage": "fused subjects + motion LoRA, sampled with SCS: the subjects should perform the motion",
+    "w/o SCS": "the same LoRAs in one model, plain sampling (the paper's ablation)",
+}
 
 
 def _upscale(video: torch.Tensor, factor: int) -> torch.Tensor:
@@ -40,7 +49,7 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     from .model import load_model
     from .pretrained import shapesworld_model_dir
     from .shapesworld import customization as C
-    from .video_io import save_animation, save_image, side_by_side
+    from .video_io import labelled, save_animation, save_image, side_by_side
 
     out = Path(out)
     (out / "inputs").mkdir(parents=True, exist_ok=True)
@@ -56,14 +65,15 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     clock("model", t0)
 
     size, frames = recipe.size, recipe.frames
+    view = max(1, -(-VIEW_SIZE // size))
     pair = C.subject_pairs(seed, 1)[0]
     reference = C.reference_clip(seed + 1, MOTION, pair, frames, size)
     ref_video = torch.from_numpy(reference.frames).float()
     for n, subj in enumerate(pair):
         images, _ = C.subject_images(subj, seed + n, size, recipe.images)
         for i, img in enumerate(images):
-            save_image(_upscale(img[None], VIEW_SCALE)[0], out / "inputs" / f"subject_{n + 1}_{i}.png")
-    save_animation(_upscale(ref_video, VIEW_SCALE), out / "inputs" / "reference.webp")
+            save_image(_upscale(img[None], view)[0], out / "inputs" / f"subject_{n + 1}_{i}.png")
+    save_animation(_upscale(ref_video, view), out / "inputs" / "reference.webp")
 
     cache = out / "cache"
     tokens = ("<subject1>", "<subject2>")
@@ -92,11 +102,12 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     t0 = time.perf_counter()
     plain = C.generate(model, fused, motion, prompt, recipe, seed, "wo_scs")
     clock("sample_wo_scs", t0)
-    save_animation(_upscale(video, VIEW_SCALE), out / "videomage.webp")
-    save_animation(_upscale(plain, VIEW_SCALE), out / "wo_scs.webp")
+    save_animation(_upscale(video, view), out / "videomage.webp")
+    save_animation(_upscale(plain, view), out / "wo_scs.webp")
     stills = torch.cat([C.subject_images(s, seed + n, size, 1)[0] for n, s in enumerate(pair)], 2)
     panels = [ref_video, stills.expand(frames, -1, -1, -1), video, plain]
-    save_animation(side_by_side([_upscale(v, VIEW_SCALE) for v in panels]), out / "side_by_side.webp")
+    save_animation(side_by_side([labelled(_upscale(v, view), label) for v, label in zip(panels, COLUMNS)]),
+                   out / "side_by_side.webp")
     timings["total"] = round(time.perf_counter() - started, 3)
 
     builtin = model.settings.get("model") == "shapesworld"
@@ -105,6 +116,9 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
                   "kind": "built-in ShapesWorld model (see its MODEL_CARD.md)" if builtin
                   else "a model without ShapesWorld training: the measures score whatever it draws"},
         "scale": scale, "seed": seed, "prompt": prompt,
+        "side_by_side_columns": COLUMNS,
+        "inputs_note": "subjects and reference are the generator's draw for this seed (seed 0 by "
+                       "default), not picked for a good-looking result",
         "inputs": {"subjects": [asdict(s) for s in pair], "reference_caption": reference.caption,
                    "reference_motion": reference.spec.motion},
         "recipe": asdict(recipe),

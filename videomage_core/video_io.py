@@ -68,3 +68,17 @@ def side_by_side(videos: list[torch.Tensor], gap: int = 4) -> torch.Tensor:
             v = F.interpolate(v.permute(0, 3, 1, 2), size=(h, w), mode="bilinear").permute(0, 2, 3, 1)
         tiles += [v, torch.ones(f, h, gap, 3)]
     return torch.cat(tiles[:-1], 2)
+
+
+def labelled(video: torch.Tensor, text: str, height: int = 14) -> torch.Tensor:
+    """``video`` ``[F, H, W, 3]`` with a dark strip on top holding ``text`` (PIL's built-in font),
+    so that a side-by-side says what each column is."""
+    from PIL import Image, ImageDraw
+
+    f, _, w, _ = video.shape
+    strip = Image.new("RGB", (w, height), (24, 24, 24))
+    draw = ImageDraw.Draw(strip)
+    tw = draw.textlength(text)
+    draw.text((max(1, (w - tw) / 2), 1), text, fill=(235, 235, 235))
+    band = torch.from_numpy(np.asarray(strip, dtype=np.float32) / 255.0)
+    return torch.cat([band[None].expand(f, -1, -1, -1).to(video.dtype), video], 1)

@@ -66,6 +66,10 @@ class Recipe:
     images: int = 4
     noise_prior_beta: float = 0.3
     alpha: float | None = None  # SCS alpha0; None: the model's scs_alpha
+    # beyond the paper, used only where asked (generate's ``early_subject``): CustomCrafter's lower
+    # subject-LoRA scale during the first steps, where motion and layout form
+    early_subject_scale: float = 0.5
+    early_subject_steps: int = 10
 
     @classmethod
     def for_model(cls, model, **overrides) -> Recipe:
@@ -148,6 +152,16 @@ def train_motion_artifact(model, reference: Clip, recipe: Recipe, seed: int, ome
     return train_motion(model, video, settings, masks=masks, callback=callback)
 
 
+def train_motiondirector_artifact(model, reference: Clip, recipe: Recipe, seed: int, callback=None):
+    """The MotionDirector baseline's motion (dual-path LoRAs with its appearance-debiased loss) from
+    the same reference, with the same rank, steps and learning rate as VideoMage's motion LoRA."""
+    from ..motiondirector import MotionDirectorSettings, train_motiondirector
+
+    settings = MotionDirectorSettings(motion_prompt=reference.caption, steps=recipe.motion_steps, rank=recipe.rank,
+                                      lr_lora=recipe.lr_lora, seed=seed, height=recipe.size, width=recipe.size)
+    return train_motiondirector(model, torch.from_numpy(reference.frames).float(), settings, callback=callback)
+
+
 def fuse_artifact(model, subjects, pair: tuple[ObjectSpec, ObjectSpec], recipe: Recipe, seed: int,
                   lambda2: float | None = None, cache_dir=None, callback=None):
     """Fuse two trained subjects; CutMix sources are the subjects' own masked images."""
@@ -161,21 +175,29 @@ def fuse_artifact(model, subjects, pair: tuple[ObjectSpec, ObjectSpec], recipe: 
     return fuse_subjects(model, subjects, settings, subject_images=images, cache_dir=cache_dir, callback=callback)
 
 
-def sample_settings(recipe: Recipe, seed: int):
+def sample_settings(recipe: Recipe, seed: int, early_subject: bool = False):
     from ..sampling import SampleSettings
 
+    early = dict(subject_early_scale=recipe.early_subject_scale,
+                 subject_early_steps=min(recipe.early_subject_steps, recipe.sample_steps)) if early_subject else {}
     return SampleSettings(frames=recipe.frames, height=recipe.size, width=recipe.size,
-                          steps=recipe.sample_steps, cfg=recipe.cfg, seed=seed)
+                          steps=recipe.sample_steps, cfg=recipe.cfg, seed=seed, **early)
 
 
 def generate(model, subject_art, motion_art, prompt: str, recipe: Recipe, seed: int, mode: str,
-             noise_prior: bool = True) -> torch.Tensor:
-    """One customized video ``[F, H, W, 3]`` (``mode`` "scs" or "wo_scs")."""
+             noise_prior: bool = True, guided: bool = True, early_subject: bool = False,
+             motion_2=None) -> torch.Tensor:
+    """One customized video ``[F, H, W, 3]`` (``mode`` "scs" or "wo_scs"). ``guided=False``: SCS's
+    two branches with tau = 0 (averaged, never guided), the control for the guidance itself;
+    ``noise_prior=False``: sampling from fresh noise (beta = 0). Beyond the paper: ``early_subject``
+    lowers the subject LoRA's scale in the first steps (CustomCrafter; the recipe's
+    ``early_subject_*``), ``motion_2`` adds a second motion LoRA at weight 1 (Customize-A-Video)."""
     from ..pipeline import generate_video
     from ..sampling import SCSSettings
 
-    return generate_video(model, subject_art, motion_art, prompt, sample_settings(recipe, seed), mode=mode,
-                          scs=SCSSettings(tau=recipe.tau, alpha0=recipe.alpha),
+    return generate_video(model, subject_art, motion_art, prompt, sample_settings(recipe, seed, early_subject),
+                          mode=mode, motion_2=motion_2,
+                          scs=SCSSettings(tau=recipe.tau if guided else 0, alpha0=recipe.alpha),
                           noise_prior_beta=recipe.noise_prior_beta if noise_prior else 0.0)
 
 
@@ -213,7 +235,8 @@ def measure_customized(frames, subjects: tuple[ObjectSpec, ObjectSpec], referenc
 
     subject_fidelity: mean of both subjects' fidelity; motion_fidelity: trajectory match to the
     reference; leakage: the reference objects' appearance in the output; binding; temporal
-    consistency; interaction: 1 when the detected interaction is the reference's. A video with
+    consistency; interaction: 1 when the detected interaction is the reference's and both objects
+    are present and apart in at least 3/4 of the frames (:func:`measures.pair_valid_fraction`). A video with
     fewer than two detectable objects scores :data:`FAILED` (``failed`` = 1).
     """
     arr = np.asarray(frames.float().numpy() if isinstance(frames, torch.Tensor) else frames)
@@ -225,6 +248,8 @@ def measure_customized(frames, subjects: tuple[ObjectSpec, ObjectSpec], referenc
         tracks = [o.trajectory() for o in an.objects[:2]]
         size = float(min(arr.shape[1:3]))
         found, _ = M.classify_interaction(tracks[0], tracks[1], size)
+        if M.pair_valid_fraction(an) < 0.75:  # one object gone or merged into the other in 1/4 of the frames
+            found = "none"
         out = {
             "subject_fidelity": float(np.mean([M.subject_fidelity(an, o, 2) for o in objs])),
             "motion_fidelity": float(M.motion_fidelity(an, reference)),
@@ -282,5 +307,6 @@ def recipe_dict(recipe: Recipe) -> dict:
 
 __all__ = ["HELD_OUT_INTERACTIONS", "MEASURES", "Recipe", "customized_prompt", "fuse_artifact", "generate",
            "generate_with", "measure_customized", "measure_motion", "measure_subject", "reference_clip",
-           "round_trip", "subject_images", "subject_pairs", "train_motion_artifact", "train_subject_artifact",
+           "round_trip", "subject_images", "subject_pairs", "train_motion_artifact", "train_motiondirector_artifact",
+           "train_subject_artifact",
            "vae_ceiling"]

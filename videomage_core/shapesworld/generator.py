@@ -95,7 +95,10 @@ import numpy as np
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "ring", "cross")
 NAMED_SHAPES = ("circle", "square", "triangle")
 TEXTURES = ("plain", "stripes", "dots", "checker")
-TEXTURE_PROBS = (0.4, 0.2, 0.2, 0.2)
+# Second edition: every sampled object is plain. At 16x16 latents the VAE does not resolve textures
+# (round-trip texture accuracy 0.33-0.39 against chance 0.25, shape 0.96-1.00, hue 0.90-0.96), so
+# texture is not part of an identity; textured objects can still be rendered on request.
+TEXTURE_PROBS = (1.0, 0.0, 0.0, 0.0)
 NAMED_COLOURS = {"red": 0.0, "yellow": 60.0, "green": 120.0, "blue": 240.0}
 # Reference hues for reporting only (unnamed ones never appear in captions).
 PALETTE = {"red": 0.0, "orange": 30.0, "yellow": 60.0, "lime": 90.0, "green": 120.0,
