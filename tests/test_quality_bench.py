@@ -81,15 +81,16 @@ def test_results_md_sections_are_kept(tmp_path):
 def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
     from videomage_core.pretrained import shapesworld_model_dir
 
+    motions = ("orbit", "swap")  # two of the three held-out motions (the second is two_motions' next one)
     res = Q.run(shapesworld_model_dir(), tmp_path / "q", pairs=1, seeds=1, scale="test", results=tmp_path / "r",
-                log=lambda s: None, min_samples=2)
+                log=lambda s: None, min_samples=2, motions=motions)
     saved = json.loads((tmp_path / "r" / "quality.json").read_text())
     assert set(saved["base"]) >= {"colour", "shape", "motion"}
     assert set(saved["customization"]) == {"subject_before", "subject_after", *Q.MOTION_ROWS, "vae_ceiling"}
     ceiling = saved["customization"]["vae_ceiling"]
-    assert ceiling["subject_fidelity"]["n"] == 2 * 2 and ceiling["motion_fidelity"]["n"] == 3  # 2 images x 2
+    assert ceiling["subject_fidelity"]["n"] == 2 * 2 and ceiling["motion_fidelity"]["n"] == 2  # 2 images x 2
     assert ceiling["motion_fidelity"]["mean"] > 0.9  # the references survive the round trip
-    assert {saved["customization"][k]["n"] for k in Q.MOTION_ROWS} == {3}  # min_samples 2 over 3 motions
+    assert {saved["customization"][k]["n"] for k in Q.MOTION_ROWS} == {2}  # min_samples 2 over 2 motions
     assert set(saved["methods"]) == set(Q.METHODS)
     controls = saved["controls"]
     assert set(controls) == {"tau0", "beta0", "motiondirector"} and set(controls["beta0"]) == set(Q.RECIPES)
@@ -97,18 +98,19 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
               *controls["beta0"].values()]:
         for k in ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency"):
             assert set(m[k]) >= {"mean", "ci95"}
-        assert m["motion_fidelity"]["n"] == 3
-    assert len(saved["records"]) == len(Q.VARIANTS) * 3 and res["settings"]["cells"] == 3
+        assert m["motion_fidelity"]["n"] == 2
+    assert len(saved["records"]) == len(Q.VARIANTS) * 2 and res["settings"]["cells"] == 2
+    assert saved["settings"]["motions"] == list(motions)
     assert set(saved["options"]) == {*Q.OPTIONS, "videomage_motion_fidelity_next"}
-    assert saved["options"]["two_motions"]["motion_fidelity_next"]["n"] == 3
+    assert saved["options"]["two_motions"]["motion_fidelity_next"]["n"] == 2
     assert "Options beyond the paper" in Q.markdown(res)
     md = (tmp_path / "r" / "RESULTS.md").read_text()
     assert "<!-- quality:start -->" in md and "MotionDirector (baseline)" in md and "tau = 0" in md
     arts = sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir())
-    assert len(arts) == 2 + 3 * 3 + 2  # subjects, motions (L_mot, plain, MotionDirector), fusions
-    assert sum(a.startswith("motion_") and "_md-" in a for a in arts) == 3
+    assert len(arts) == 2 + 2 * 3 + 2  # subjects, motions (L_mot, plain, MotionDirector), fusions
+    assert sum(a.startswith("motion_") and "_md-" in a for a in arts) == 2
     # a run with one more seed reuses every artifact and measured cell: it makes only the new seed's
-    # videos (3 motions x every method and control)
+    # videos (2 motions x every method and control)
     made = []
     generate = Q.C.generate
 
@@ -118,14 +120,14 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Q.C, "generate", counting)
     again = Q.run(shapesworld_model_dir(), tmp_path / "q", pairs=1, seeds=2, scale="test", results=None,
-                  log=lambda s: None, min_samples=2)
+                  log=lambda s: None, min_samples=2, motions=motions)
     new_seed = {r["seed"] for r in again["records"]} - {r["seed"] for r in res["records"]}
-    assert len(made) == 3 * len(Q.VARIANTS) and set(made) == new_seed and len(new_seed) == 3
+    assert len(made) == 2 * len(Q.VARIANTS) and set(made) == new_seed and len(new_seed) == 2
     old = [r for r in again["records"] if r["seed"] not in new_seed]
     assert old == res["records"]  # reused as measured
-    assert again["reused"] == {"customization": True, "cells": 3} and res["reused"]["cells"] == 0
-    assert "3 of 6 (pair, motion, seed) cells" in Q.markdown(again)
-    assert len(list((tmp_path / "q" / "cells").glob("p0-*.json"))) == 6
+    assert again["reused"] == {"customization": True, "cells": 2} and res["reused"]["cells"] == 0
+    assert "2 of 4 (pair, motion, seed) cells" in Q.markdown(again)
+    assert len(list((tmp_path / "q" / "cells").glob("p0-*.json"))) == 4
     assert sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir()) == arts
     # an edit of the measuring code changes every cell's key: they are measured again (the artifacts,
     # keyed without it, are kept)
@@ -133,11 +135,16 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
 
     model = load_model(shapesworld_model_dir())
     recipe = Q.C.Recipe.for_model(model, **Q.SCALES["test"])
-    q = Q.Quality(model, recipe, tmp_path / "q", 1, 1, log=lambda s: None)
+    q = Q.Quality(model, recipe, tmp_path / "q", 1, 1, log=lambda s: None, motions=motions)
     before = (q.digest(), q.sampling_digest())
     cells = list((tmp_path / "q" / "cells").glob("*.json"))
-    assert len(cells) == 7 and all(p.stem.endswith(before[1]) for p in cells)  # 6 cells + customization
+    assert len(cells) == 5 and all(p.stem.endswith(before[1]) for p in cells)  # 4 cells + customization
     edited = tmp_path / "measures_edited.py"
     edited.write_bytes(Q.MEASURING_CODE[0].read_bytes() + b"\n# a changed detector\n")
     monkeypatch.setattr(Q, "MEASURING_CODE", (edited, *Q.MEASURING_CODE[1:]))
     assert q.digest() == before[0] and q.sampling_digest() != before[1]
+
+
+def test_quality_refuses_unknown_motions():
+    with pytest.raises(SystemExit):
+        Q.main(["--motions", "moonwalk", "--scale", "test"])
