@@ -32,8 +32,11 @@ def lora_layers(unet: torch.nn.Module):
 
 
 def inject_lora(model, name: str, scope: str, rank: int = 4, alpha: float | None = None,
-                seed: int = 0) -> None:
+                seed: int = 0, targets: str | None = None) -> None:
     """Add adapter ``name`` on the ``scope`` ('spatial' or 'temporal') layers; B = 0, so a no-op.
+
+    ``targets``: a regex of module names replacing the family's ``scope`` targets (probes only, e.g.
+    ``bench/motion_capacity.py``; artifacts of the engine always use the family's).
 
     A is drawn as peft does (Kaiming-uniform, bound 1/sqrt(fan_in)) but from ``seed``, so the same
     seed gives the same adapter whatever ran before.
@@ -43,7 +46,7 @@ def inject_lora(model, name: str, scope: str, rank: int = 4, alpha: float | None
     """
     from peft import LoraConfig, inject_adapter_in_model
 
-    targets = lora_targets(model, scope)
+    targets = lora_targets(model, scope) if targets is None else targets
     require(isinstance(rank, int) and rank >= 1, "rank", f"expected an integer >= 1, got {rank!r}")
     if name in model.adapters:
         delete_lora(model, name)

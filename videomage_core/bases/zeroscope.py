@@ -27,6 +27,13 @@ LORA_TARGETS = {
     "spatial": rf".*\.attentions\.\d+\.transformer_blocks\.\d+\.attn[12]\.{_PROJ}",
     "temporal": rf"(transformer_in|.*\.temp_attentions\.\d+)\.transformer_blocks\.\d+\.attn[12]\.{_PROJ}",
 }
+#: Every Linear of the temporal transformers (proj_in, attention, feed-forward, proj_out): what
+#: MotionDirector's LoRA injector covers in its temporal path; ``bench/motion_capacity.py`` compares it
+#: with ``LORA_TARGETS["temporal"]``.
+TEMPORAL_LINEAR = (r"(transformer_in|.*\.temp_attentions\.\d+)\.(proj_in|proj_out|transformer_blocks\.\d+\."
+                   rf"(attn[12]\.{_PROJ}|ff\.net\.0\.proj|ff\.net\.2))")
+#: Every weight of the temporal layers (full fine-tuning in ``bench/motion_capacity.py``).
+TEMPORAL_MODULES = r"(transformer_in|.*\.temp_attentions|.*\.temp_convs)\..*"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
