@@ -80,6 +80,19 @@ def _reference_crops(frame, masks, n, height, width):
     return torch.stack(crops), torch.stack(weights)
 
 
+def reference_clip_latents(model, video: torch.Tensor, frames: int, height: int, width: int
+                           ) -> tuple[torch.Tensor, list[int]]:
+    """The latents ``[1, C, F, h, w]`` of the ``frames`` evenly spaced frames of a reference ``video``
+    that a motion trains on (fewer where the base needs another count), and those frames' indices."""
+    require(frames >= 2, "frames", f"a motion needs at least 2 frames, got {frames}")
+    check_frames(model, frames)
+    indices = motion_frame_indices(video.shape[0], frames)
+    if len(indices) != valid_frames_at_most(model, len(indices)):  # a short clip on Wan: 8 frames -> 5
+        indices = motion_frame_indices(video.shape[0], valid_frames_at_most(model, len(indices)))
+    clip, _ = fit_to_size(video[indices], height, width)
+    return encode_video(model, clip), indices
+
+
 def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: torch.Tensor | None = None,
                  callback=None, cancel=None, checkpoint_path=None, stop_after: int | None = None) -> LoraArtifact:
     """Learn a motion from one reference video. ``masks``: one mask per reference subject for the
@@ -99,13 +112,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     if masks is not None:
         masks = check_masks(masks, frame[None].expand(len(words), -1, -1, -1), "masks", "reference frame")
     settings = replace(settings, frames=int(settings.frames or model.default("frames", 24)))
-    require(settings.frames >= 2, "frames", f"a motion needs at least 2 frames, got {settings.frames}")
-    check_frames(model, settings.frames)
-    indices = motion_frame_indices(video.shape[0], settings.frames)
-    if len(indices) != valid_frames_at_most(model, len(indices)):  # a short clip on Wan: 8 frames -> 5
-        indices = motion_frame_indices(video.shape[0], valid_frames_at_most(model, len(indices)))
-    clip, _ = fit_to_size(video[indices], settings.height, settings.width)
-    x_video = encode_video(model, clip)
+    x_video, indices = reference_clip_latents(model, video, settings.frames, settings.height, settings.width)
     gen = torch.Generator().manual_seed(int(settings.seed))
     run = run_key(model, settings, {"video": video, "masks": masks}) if checkpoint_path else ""
 

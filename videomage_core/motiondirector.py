@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from .artifacts import LoraArtifact
-from .data import check_size, check_video, fit_to_size, motion_frame_indices
-from .diffusion import (add_noise, check_frames, encode_prompts, encode_video, predict_noise, randn,
-                        sample_timesteps, training_target, valid_frames_at_most)
+from .data import check_size, check_video
+from .diffusion import add_noise, encode_prompts, predict_noise, randn, sample_timesteps, training_target
 from .errors import require
 from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
 from .losses import appearance_debiased_loss, motion_loss
 from .model import text_encoder_parked
+from .motion import reference_clip_latents
 from .training import LossScale, ParamGroup, run_training
 
 
@@ -62,13 +62,7 @@ def train_motiondirector(model, video: torch.Tensor, settings: MotionDirectorSet
     check_size(settings.width, settings.height)
     settings.check()
     settings = replace(settings, frames=int(settings.frames or model.default("frames", 24)))
-    require(settings.frames >= 2, "frames", f"a motion needs at least 2 frames, got {settings.frames}")
-    check_frames(model, settings.frames)
-    indices = motion_frame_indices(video.shape[0], settings.frames)
-    if len(indices) != valid_frames_at_most(model, len(indices)):
-        indices = motion_frame_indices(video.shape[0], valid_frames_at_most(model, len(indices)))
-    clip, _ = fit_to_size(video[indices], settings.height, settings.width)
-    x_video = encode_video(model, clip)  # [1, C, F, h, w]
+    x_video, indices = reference_clip_latents(model, video, settings.frames, settings.height, settings.width)
     n_frames = x_video.shape[2]
     gen = torch.Generator().manual_seed(int(settings.seed))
     text = encode_prompts(model, [settings.motion_prompt]).detach()

@@ -98,8 +98,7 @@ def generate_video(model, subject: LoraArtifact, motion: LoraArtifact | None, pr
         x_t = noise_prior_latents(model, settings, reference, noise_prior_beta)
         with adapter_scales(model, {a: weights[a] for a in motions}):  # 1.0: untouched
             if mode == "scs":
-                motion_adapters = motions[0] if len(motions) == 1 else motions
-                latents = scs_sample(model, prompt, subject.superclasses, "gen_subject", motion_adapters,
+                latents = scs_sample(model, prompt, subject.superclasses, "gen_subject", motions,
                                      settings, scs, latents=x_t, callback=callback, cancel=cancel,
                                      stats=stats)
             else:

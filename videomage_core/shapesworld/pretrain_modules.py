@@ -30,8 +30,10 @@ def build_tokenizer(folder: str | os.PathLike):
 
 def build_modules(cfg: PretrainConfig, tokenizer, seed: int | None = None):
     """Fresh (unet, vae, text_encoder, scheduler) for ``cfg``."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ..bases import zeroscope
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed if seed is None else seed)
@@ -71,16 +73,7 @@ def build_modules(cfg: PretrainConfig, tokenizer, seed: int | None = None):
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
-    return unet, vae, text_encoder, scheduler
+    return unet, vae, text_encoder, zeroscope.scheduler()  # ZeroScope's DDIM schedule, epsilon prediction
 
 
 def _n_params(module) -> int:
