@@ -299,6 +299,7 @@ class _Branch:
     """One SCS branch: its adapter(s), a prompt pair and each subject's columns in that prompt."""
 
     def __init__(self, model, adapter: str | list[str], prompt: str, columns: list[list[int]], negative: str):
+        self.adapter = adapter
         self.adapters = [adapter] if isinstance(adapter, str) else list(adapter)  # active together
         self.text = encode_prompts(model, [negative, prompt])
         self.columns = columns
