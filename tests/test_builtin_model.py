@@ -41,7 +41,8 @@ def test_it_loads_with_its_settings_and_8x8_attention_maps(builtin):
     assert builtin.attention_levels == tuple(s["attention_levels"]) != DEFAULT_LEVELS
     assert builtin.default("cfg", 9.0) == s["cfg"] and builtin.default("nope", 7) == 7
     recorder = AttentionRecorder(builtin.unet, levels=builtin.attention_levels)
-    lat = torch.randn(1, 4, 8, 16, 16)  # 64 px through the factor-4 VAE; maps recorded one level down
+    s8 = builtin.vae_scale_factor  # 64 px through the model's VAE; maps recorded at the level that gives 8x8
+    lat = torch.randn(1, builtin.unet.config.in_channels, 8, 64 // s8, 64 // s8)
     text = builtin.text_encoder(builtin.tokenizer(["a red circle moving left"], padding="max_length",
                                                   max_length=77, return_tensors="pt").input_ids)[0]
     with torch.no_grad(), recorder, recorder.recording(lat.shape):
@@ -54,7 +55,8 @@ def test_it_samples_a_short_video(builtin):
     st = SampleSettings(frames=8, height=32, width=32, steps=4, cfg=3.0, seed=0)
     a = ddim_sample(builtin, "a red circle moving right", st)
     b = ddim_sample(builtin, "a red circle moving right", st)
-    assert a.shape == (1, 4, 8, 8, 8) and torch.isfinite(a).all()
+    s8 = builtin.vae_scale_factor
+    assert a.shape == (1, builtin.unet.config.in_channels, 8, 32 // s8, 32 // s8) and torch.isfinite(a).all()
     assert torch.equal(a, b)  # same seed, same video
 
 

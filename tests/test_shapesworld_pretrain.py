@@ -96,6 +96,35 @@ def test_init_from_keeps_the_vae_and_starts_from_the_unet(smoke, tmp_path):
         _run(tmp_path, "bad", init_from=tmp_path / "nowhere")
 
 
+def test_third_edition_preset_has_a_1x1_deepest_level_and_the_first_editions_unet():
+    cfg = P.PRESETS["cpu64f8"]
+    cfg.check()
+    assert (cfg.height, cfg.width) == (64, 64) and cfg.vae_factor == 8 and cfg.latent_size == (8, 8)
+    assert cfg.map_size == (8, 8) and cfg.attention_levels == ("down_blocks.0", "up_blocks.3")
+    assert cfg.latent_size[0] // 2 ** (len(cfg.unet_channels) - 1) == 1  # deepest level 1x1
+    for field in ("unet_channels", "unet_layers", "unet_heads", "text_dim", "text_layers"):
+        assert getattr(cfg, field) == getattr(P.PRESETS["cpu"], field), field
+
+
+def test_init_from_another_vae_architecture_trains_a_vae_and_keeps_every_matching_unet_tensor(smoke, tmp_path):
+    """A source with 4 latent channels into a run with 8: the VAE stage runs (the source's cannot be
+    kept), conv_in / conv_out stay fresh, every other UNet tensor starts as the source's."""
+    from diffusers import UNet3DConditionModel
+
+    wider = replace(SMOKE, latent_channels=8, seed=5)
+    logs = []
+    res = P.pretrain(tmp_path / "wide", wider, log=logs.append, eval_samples=0, init_from=smoke.out, stop_at=1)
+    assert res.state["vae"]["step"] == SMOKE.vae_steps and "init_from" not in res.state["vae"]  # trained
+    assert any("another architecture" in m for m in logs)
+    assert any("left fresh: conv_in.weight, conv_out.bias, conv_out.weight" in m for m in logs), logs
+    a = UNet3DConditionModel.from_pretrained(smoke.out / "unet").state_dict()
+    b = UNet3DConditionModel.from_pretrained(res.out / "unet").state_dict()
+    fresh = P.build_modules(wider, _tokenizer(res.out))[0].state_dict()
+    k = "down_blocks.0.resnets.0.conv1.weight"  # same shape in both: warm-started
+    assert (b[k] - a[k]).abs().max() < (fresh[k] - a[k]).abs().max() / 10
+    assert b["conv_in.weight"].shape[1] == 8 and b["conv_out.weight"].shape[0] == 8
+
+
 def _tokenizer(folder):
     from transformers import CLIPTokenizer
 

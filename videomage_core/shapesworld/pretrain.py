@@ -52,6 +52,16 @@ radius at this size, so textures are barely resolved (the VAE's object PSNR is ~
 shape and trajectories survive the round trip (ceiling: colour 1.0, shape 0.93, motion 1.0).
 ``--preset full`` below is the GPU plan (128 px, maps at the quarter level), never run.
 
+Preset ``cpu64f8`` (third edition, issue 18)
+--------------------------------------------
+64 px frames through a factor-8 VAE (channels 32/64/64/64) with 16 latent channels: 8x8x16 latents,
+as many numbers as the second edition's 16x16x4 (``cpu64``), but the UNet's four levels end at 1x1 as
+the first edition's did (the second edition's 2x2 deepest level could not hold a motion in its
+temporal layers: ``bench/motion_capacity.md``), and a UNet step of 16 clips costs ~1.5 s on 2 cores
+(the second edition's 8 clips ~1.9 s). A new VAE is trained (about 14 minutes here); the UNet and
+text encoder are warm-started from the first edition (``--init-from``: every tensor of matching
+shape; ``conv_in`` / ``conv_out`` start fresh). Attention is recorded at level 0, maps 8x8.
+
 Config chosen, and why (preset ``full``)
 ----------------------------------------
 - Latent 32x32 (UNet levels 32 / 16 / 8 / 4): the quarter level that the engine records
@@ -190,9 +200,10 @@ def pretrain(
     ``eval_samples`` overrides ``cfg.eval_samples`` (0 skips it). ``extend`` continues a finished
     run (with ``resume``) for that many more UNet steps: a warm restart of the schedule (the Adam
     moments were not kept, so a fresh warm-up, then cosine from half the peak learning rate).
-    ``init_from`` (a new run only): a ShapesWorld model folder of the same architecture whose VAE is
-    kept (no VAE stage; its PSNR and round-trip ceiling are measured on this run's world) and whose
-    UNet and text encoder are the starting weights (a warm start, see :func:`init_from_model`).
+    ``init_from`` (a new run only): a ShapesWorld model folder whose VAE, if of this run's architecture,
+    is kept (no VAE stage; its PSNR and round-trip ceiling are measured on this run's world) and whose
+    UNet and text encoder tensors of matching shape are the starting weights (a warm start, see
+    :func:`init_from_model`).
     """
     t_start = time.monotonic()
     deadline = t_start + time_limit if time_limit else None

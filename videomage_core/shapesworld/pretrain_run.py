@@ -394,15 +394,18 @@ class _Run:
 
 
 def init_from_model(run, state: dict, folder, unet, vae, text_encoder, log) -> None:
-    """Warm start from the model in ``folder``: its VAE becomes this run's finished VAE stage (measured
-    on this run's world once), its UNet and text encoder the t2v stage's starting weights (until that
-    stage has a checkpoint of its own, which a resume loads instead)."""
+    """Warm start from the model in ``folder``. Its VAE, when of this run's architecture, becomes this
+    run's finished VAE stage (measured on this run's world once); otherwise this run trains its own VAE.
+    Its UNet and text encoder are the t2v stage's starting weights (until that stage has a checkpoint of
+    its own, which a resume loads instead): every tensor whose name and shape match (a new latent
+    width leaves ``conv_in`` / ``conv_out`` fresh; each one left is logged)."""
     from diffusers import AutoencoderKL, UNet3DConditionModel
     from transformers import CLIPTextModel
 
     folder = Path(folder)
-    if not state.get("vae", {}).get("done"):
-        src = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+    src = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+    same_vae = _same_shapes(src.state_dict(), vae.state_dict())
+    if not state.get("vae", {}).get("done") and same_vae:
         vae.load_state_dict(src.state_dict())
         vae.to(run.device).eval()
         rng = np.random.default_rng(step_seed(run.cfg.seed, "vae_val", 0))
@@ -413,8 +416,23 @@ def init_from_model(run, state: dict, folder, unet, vae, text_encoder, log) -> N
         st["ceiling"] = run.vae_ceiling(vae, scaling)
         run.ckpt.save(state, "vae", 0, {"params": {f"vae.{k}": v for k, v in vae.state_dict().items()}})
         log(f"[vae] kept from {folder}: PSNR {st['final']['psnr']:.2f} dB, round-trip ceiling {st['ceiling']}")
+    elif not same_vae and not state.get("vae", {}).get("done"):
+        log(f"[vae] {folder}'s VAE has another architecture: this run trains its own")
     if not state.get("t2v", {}).get("checkpoint"):
-        unet.load_state_dict(UNet3DConditionModel.from_pretrained(folder / "unet", local_files_only=True).state_dict())
+        src_unet = UNet3DConditionModel.from_pretrained(folder / "unet", local_files_only=True).state_dict()
+        left = _load_matching(unet, src_unet)
         te = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True)
-        text_encoder.load_state_dict(te.state_dict())
-        log(f"[t2v] UNet and text encoder start from {folder}")
+        left += _load_matching(text_encoder, te.state_dict())
+        log(f"[t2v] UNet and text encoder start from {folder}" + (f" (left fresh: {', '.join(left)})" if left else ""))
+
+
+def _same_shapes(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+
+
+def _load_matching(module, source: dict) -> list[str]:
+    """Copy every tensor of ``source`` whose name and shape match ``module``'s; return the names left."""
+    own = module.state_dict()
+    take = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(take, strict=False)
+    return sorted(k for k in own if k not in take)
