@@ -60,7 +60,9 @@ the first edition's did (the second edition's 2x2 deepest level could not hold a
 temporal layers: ``bench/motion_capacity.md``), and a UNet step of 16 clips costs ~1.5 s on 2 cores
 (the second edition's 8 clips ~1.9 s). A new VAE is trained (about 14 minutes here); the UNet and
 text encoder are warm-started from the first edition (``--init-from``: every tensor of matching
-shape; ``conv_in`` / ``conv_out`` start fresh). Attention is recorded at level 0, maps 8x8.
+shape; ``conv_in`` / ``conv_out`` start fresh). Attention is recorded at level 0, maps 8x8. Measured
+(session 6, 51 k clips in 80 min): it does not pass the motion-capacity gate either, so it is a candidate,
+not the committed model (``docs/shapesworld.md``).
 
 Config chosen, and why (preset ``full``)
 ----------------------------------------

@@ -157,7 +157,8 @@ PRESETS = {
     # level is 1x1 again (the second edition's 2x2 could not hold a motion in its temporal layers,
     # bench/motion_capacity.md) and a UNet step costs about a quarter. Warm-started from the first
     # edition's UNet and text encoder (--init-from; 8x8 latents too, conv_in / conv_out fresh); attention
-    # recorded at level 0 (maps 8x8).
+    # recorded at level 0 (maps 8x8). Measured after 51 k clips: its temporal layers still cannot hold the
+    # orbit (bench/motion_capacity.md, docs/shapesworld.md), and the folder is 20.1 MB: not committed.
     "cpu64f8": PretrainConfig(
         height=64,
         width=64,
