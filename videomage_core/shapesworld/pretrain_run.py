@@ -403,21 +403,21 @@ def init_from_model(run, state: dict, folder, unet, vae, text_encoder, log) -> N
     from transformers import CLIPTextModel
 
     folder = Path(folder)
-    src = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
-    same_vae = _same_shapes(src.state_dict(), vae.state_dict())
-    if not state.get("vae", {}).get("done") and same_vae:
-        vae.load_state_dict(src.state_dict())
-        vae.to(run.device).eval()
-        rng = np.random.default_rng(step_seed(run.cfg.seed, "vae_val", 0))
-        vi, vm = vae_images(rng, run.cfg.vae_val_images, run.cfg)
-        scaling = float(src.config.scaling_factor)
-        st = state["vae"] = {"step": 0, "done": True, "scaling_factor": scaling, "init_from": str(folder)}
-        st["final"] = run.vae_validate(vae, torch.from_numpy(vi), torch.from_numpy(vm))
-        st["ceiling"] = run.vae_ceiling(vae, scaling)
-        run.ckpt.save(state, "vae", 0, {"params": {f"vae.{k}": v for k, v in vae.state_dict().items()}})
-        log(f"[vae] kept from {folder}: PSNR {st['final']['psnr']:.2f} dB, round-trip ceiling {st['ceiling']}")
-    elif not same_vae and not state.get("vae", {}).get("done"):
-        log(f"[vae] {folder}'s VAE has another architecture: this run trains its own")
+    if not state.get("vae", {}).get("done"):  # a resume does not read the source VAE again
+        src = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+        if _same_shapes(src.state_dict(), vae.state_dict()):
+            vae.load_state_dict(src.state_dict())
+            vae.to(run.device).eval()
+            rng = np.random.default_rng(step_seed(run.cfg.seed, "vae_val", 0))
+            vi, vm = vae_images(rng, run.cfg.vae_val_images, run.cfg)
+            scaling = float(src.config.scaling_factor)
+            st = state["vae"] = {"step": 0, "done": True, "scaling_factor": scaling, "init_from": str(folder)}
+            st["final"] = run.vae_validate(vae, torch.from_numpy(vi), torch.from_numpy(vm))
+            st["ceiling"] = run.vae_ceiling(vae, scaling)
+            run.ckpt.save(state, "vae", 0, {"params": {f"vae.{k}": v for k, v in vae.state_dict().items()}})
+            log(f"[vae] kept from {folder}: PSNR {st['final']['psnr']:.2f} dB, round-trip ceiling {st['ceiling']}")
+        else:
+            log(f"[vae] {folder}'s VAE has another architecture: this run trains its own")
     if not state.get("t2v", {}).get("checkpoint"):
         src_unet = UNet3DConditionModel.from_pretrained(folder / "unet", local_files_only=True).state_dict()
         left = _load_matching(unet, src_unet)
