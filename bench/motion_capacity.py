@@ -39,12 +39,12 @@ LRS = {"unet": 2e-4, "temporal_modules": 5e-4, "temporal_attention": 5e-4, "lora
 
 def _trainable(model, variant: str, rank: int, seed: int) -> tuple[list[torch.nn.Parameter], list[str]]:
     """(parameters to train, adapters to sample with) of ``variant``; LoRAs are injected here."""
-    from videomage_core.lora import inject_lora, lora_targets, trainable_lora_parameters
+    from videomage_core.lora import inject_lora, trainable_lora_parameters
 
     family = model.family
     if variant.startswith("lora_"):
-        targets = lora_targets(model, "temporal") if variant == "lora_projections" else family.TEMPORAL_LINEAR
-        inject_lora(model, "capacity", "temporal", rank, seed=seed, targets=targets)
+        coverage = "attention" if variant == "lora_projections" else "all_linear"
+        inject_lora(model, "capacity", "temporal", rank, seed=seed, coverage=coverage)
         return trainable_lora_parameters(model, "capacity"), ["capacity"]
     pattern = {"unet": r".*", "temporal_modules": family.TEMPORAL_MODULES,
                "temporal_attention": family.TEMPORAL_MODULES.replace(r"|.*\.temp_convs", "")}[variant]

@@ -34,6 +34,7 @@ code: after changing how the engine trains or samples, delete ``--out``. Writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -379,12 +380,12 @@ def base_controllability(model_dir: Path) -> dict:
 
 
 def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full", results: Path | None = None,
-        log=say, min_samples: int = 16, motions: tuple[str, ...] | None = None) -> dict:
+        log=say, min_samples: int = 16, motions: tuple[str, ...] | None = None, recipe: dict | None = None) -> dict:
     from videomage_core.model import load_model
 
     t0 = time.perf_counter()
     model = load_model(model_dir)
-    recipe = C.Recipe.for_model(model, **SCALES[scale])
+    recipe = C.Recipe.for_model(model, **{**SCALES[scale], **(recipe or {})})
     q = Quality(model, recipe, out, pairs, seeds, log, min_samples, motions)
     log(f"quality: {pairs} pairs x {len(q.motions)} motions x {seeds} seeds, recipe {recipe}")
     arts = q.train()
@@ -419,6 +420,27 @@ def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full",
     return result
 
 
+def recipe_overrides(text: str) -> dict:
+    """``"motion_rank=64,motion_coverage=all_linear"`` -> ``{"motion_rank": 64, ...}``, each value of its
+    :class:`~videomage_core.shapesworld.customization.Recipe` field's type (ValueError names what is wrong)."""
+    fields = {f.name: f for f in dataclasses.fields(C.Recipe)}
+    out = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or name not in fields:
+            raise ValueError(f"expected field=value with a field of {sorted(fields)}, got '{item}'")
+        default = fields[name].default
+        kind = type(default) if default is not None else (float if name == "alpha" else int)
+        if value.lower() == "none" and default is None:
+            out[name] = None
+            continue
+        try:
+            out[name] = kind(value)
+        except ValueError:
+            raise ValueError(f"{name}: expected a value of type {kind.__name__}, got '{value}'") from None
+    return out
+
+
 def main(argv=None) -> int:
     from videomage_core.pretrained import shapesworld_model_dir
 
@@ -430,7 +452,13 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=2, help="seeds per pair and motion (2: 24 videos per method)")
     p.add_argument("--scale", choices=sorted(SCALES), default="full")
     p.add_argument("--motions", help=f"comma-separated held-out motions (default: all of {','.join(HELD_OUT_INTERACTIONS)})")
+    p.add_argument("--recipe", default="", help="recipe overrides, e.g. 'motion_coverage=all_linear,motion_rank=64,"
+                   "motion_steps=1000' (fields of videomage_core.shapesworld.customization.Recipe)")
     a = p.parse_args(argv)
+    try:
+        overrides = recipe_overrides(a.recipe)
+    except ValueError as exc:
+        p.error(f"--recipe: {exc}")
     motions = tuple(m.strip() for m in a.motions.split(",") if m.strip()) if a.motions else None
     if motions is not None and (not motions or set(motions) - set(HELD_OUT_INTERACTIONS)):
         p.error(f"--motions: expected some of {','.join(HELD_OUT_INTERACTIONS)}, got '{a.motions}'")
@@ -440,7 +468,7 @@ def main(argv=None) -> int:
     if threads:
         torch.set_num_threads(int(threads))
     model_dir = Path(a.model) if a.model else shapesworld_model_dir()
-    run(model_dir, Path(a.out), a.pairs, a.seeds, a.scale, Path(a.results), motions=motions)
+    run(model_dir, Path(a.out), a.pairs, a.seeds, a.scale, Path(a.results), motions=motions, recipe=overrides)
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from videomage_core.bases import COVERAGES
+
 from .common import (
     FLOAT,
     INT,
@@ -138,6 +140,11 @@ class VideoMageTrainMotion:
                     "Recompute activations in the backward pass: far less GPU memory, about 20-30 % more "
                     "time, identical result. auto: on only when the memory estimate says the step would "
                     "not fit the GPU's free memory.")}),
+                "coverage": (list(COVERAGES), {"default": "attention", "tooltip": (
+                    "The layers the motion LoRA trains. attention: the temporal attention projections (the "
+                    "paper). all_linear: every Linear of the temporal transformers, feed-forward included "
+                    "(MotionDirector's coverage; ZeroScope-layout models only): about twice the parameters, "
+                    "and on the built-in ShapesWorld model the only one that transfers a motion alone.")}),
             },
         }
 
@@ -164,6 +171,7 @@ class VideoMageTrainMotion:
         frame_index,
         masks=None,
         gradient_checkpointing="auto",
+        coverage="attention",
     ):
         import torch
 
@@ -193,6 +201,7 @@ class VideoMageTrainMotion:
             width=width,
             frames=frames or None,
             frame_index=None if frame_index < 0 else frame_index,
+            coverage=coverage,
         )
         key = request_key(
             "motion", model, asdict(settings), {"video": tensor_digest(video), "masks": tensor_digest(masks)}

@@ -130,3 +130,40 @@ def test_written_files_take_the_users_umask_not_the_temporary_files_0600(tmp_pat
     assert (text.stat().st_mode & 0o777) == 0o640  # 0666 less 027, as open(path, "w") would give
     assert (Path(tensors).stat().st_mode & 0o777) == 0o640
     assert (shared.stat().st_mode & 0o777) == 0o664
+
+
+def test_a_motion_of_every_linear_round_trips_and_loads_with_its_coverage(model, tiny_model_dir, tmp_path):
+    from videomage_core.bases.zeroscope import TEMPORAL_LINEAR
+
+    inject_lora(model, "w", "temporal", rank=4, alpha=4.0, coverage="all_linear")
+    randomize_lora_b(model, "w")
+    art = LoraArtifact(kind="motion", scope="temporal", rank=4, alpha=4.0, lora=lora_state_dict(model, "w"),
+                       tokens={}, superclasses={}, base_fingerprint=model.fingerprint,
+                       reference_latents=torch.randn(1, 4, 3, 8, 8), coverage="all_linear")
+    assert any(k.endswith("ff.net.2.lora_A.weight") for k in art.lora)
+    path = save_artifact(art, tmp_path / "m.safetensors")
+    back = load_artifact(path, "motion")
+    assert back.coverage == "all_linear"
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:  # peft's LoraConfig names the layers the file covers
+        assert json.loads(f.metadata()["lora_config"])["target_modules"] == TEMPORAL_LINEAR
+    fresh = load_model(tiny_model_dir)
+    apply_artifact(fresh, back, "loaded")
+    state = lora_state_dict(fresh, "loaded")
+    assert state.keys() == art.lora.keys() and all(torch.equal(state[k], art.lora[k]) for k in art.lora)
+
+
+def test_a_file_written_before_coverages_existed_loads_as_attention(model, tiny_model_dir, tmp_path):
+    art = _artifact(model, "motion")
+    path = save_artifact(art, tmp_path / "old.safetensors")
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    info = json.loads(meta["videomage"])
+    del info["coverage"]
+    save_file(tensors, str(path), metadata={**meta, "videomage": json.dumps(info)})
+    back = load_artifact(path)
+    assert back.coverage == "attention"
+    fresh = load_model(tiny_model_dir)
+    apply_artifact(fresh, back, "loaded")
+    assert lora_state_dict(fresh, "loaded").keys() == art.lora.keys()

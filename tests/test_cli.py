@@ -70,7 +70,9 @@ def test_cli_pipeline_and_clear_errors(tiny_model_dir, tmp_path, capsys):
     assert load_video(video).shape == (3, 64, 64, 3)
     mot = tmp_path / "mot.safetensors"
     assert main(["train-motion", *common, "--video", str(video), "--prompt", "a toy moving",
-                 "--subjects", "toy", "--inversion-steps", "1", "--out", str(mot)]) == 0
+                 "--subjects", "toy", "--inversion-steps", "1", "--coverage", "all_linear", "--out", str(mot)]) == 0
+    from videomage_core.artifacts import load_artifact
+    assert load_artifact(mot).coverage == "all_linear"  # and SCS below samples with every temporal Linear
     out = tmp_path / "video.webp"
     assert main(["sample", "--model", str(tiny_model_dir), "--size", "64x64", "--subject", str(sub),
                  "--motion", str(mot), "--prompt", "A <toy> jumps", "--frames", "3", "--steps", "2",

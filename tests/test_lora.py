@@ -98,3 +98,34 @@ def test_lora_state_dict_keys_are_peft_names(model):
     keys = list(lora_state_dict(model, "s"))
     assert "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight" in keys
     assert all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in keys)
+
+
+def test_all_linear_coverage_adds_every_linear_of_the_temporal_transformers(model):
+    """MotionDirector's coverage: the attention projections plus proj_in / proj_out and the feed-forward."""
+    linear = {n for n, m in model.unet.named_modules() if isinstance(m, torch.nn.Linear)
+              and re.match(r"(transformer_in|.*\.temp_attentions\.\d+)\.", n)}
+    inject_lora(model, "att", "temporal")
+    inject_lora(model, "all", "temporal", coverage="all_linear")
+    att = {n for n, layer in lora_layers(model.unet) if "att" in layer.lora_A}
+    wide = {n for n, layer in lora_layers(model.unet) if "all" in layer.lora_A}
+    assert att < wide
+    assert wide == linear, "every Linear of the temporal transformers, and nothing else"
+    assert {n.rsplit(".", 1)[-1] for n in wide - att} >= {"proj_in", "proj_out", "proj", "2"}
+    assert model.adapters["all"]["coverage"] == "all_linear"
+
+
+@pytest.mark.parametrize("base, scope, coverage", [
+    ("zeroscope", "temporal", "feed_forward"),  # no such coverage
+    ("zeroscope", "spatial", "all_linear"),  # defined for motions only
+    ("animatediff", "temporal", "all_linear"),  # its motion LoRA files hold attention projections only
+    ("wan", "temporal", "all_linear"),
+])
+def test_a_coverage_the_base_does_not_define_is_refused_naming_the_input(base, scope, coverage):
+    from videomage_core.bases import family
+    from videomage_core.errors import VideoMageInputError
+    from videomage_core.lora import coverages, family_targets
+
+    with pytest.raises(VideoMageInputError, match=r"coverage: expected one of \['attention'"):
+        family_targets(family(base), scope, coverage)
+    assert coverages(family(base), scope)[0] == "attention"
+    assert family_targets(family(base), scope) == family(base).LORA_TARGETS[scope]

@@ -499,3 +499,14 @@ def test_quick_start_workflow_runs_on_the_builtin_model(N, env, shapesworld, mon
     # kept apart from ZeroScope's files, which the sample workflows name (videomage/fused_..._00001_)
     assert "shapesworld_builtin/fused_red_star+green_ring_00001_.safetensors" in names, names
     assert not [n for n in names if "/" not in n], names
+
+
+def test_train_motion_offers_the_engines_coverages_and_trains_the_chosen_one(N, model, env):
+    from videomage_core.bases import COVERAGES
+
+    spec = N["VideoMageTrainMotion"].INPUT_TYPES()["optional"]["coverage"]
+    assert tuple(spec[0]) == COVERAGES and spec[1]["default"] == "attention"
+    motion = _motion(N, model, coverage="all_linear")["result"][0]
+    assert motion.coverage == "all_linear" and any(k.endswith("ff.net.2.lora_A.weight") for k in motion.lora)
+    default = _motion(N, model)["result"][0]
+    assert default.coverage == "attention" and not any(".ff." in k for k in default.lora)

@@ -148,3 +148,25 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
 def test_quality_refuses_unknown_motions():
     with pytest.raises(SystemExit):
         Q.main(["--motions", "moonwalk", "--scale", "test"])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", {}),
+    ("motion_coverage=all_linear, motion_rank=64,motion_steps=1000",
+     {"motion_coverage": "all_linear", "motion_rank": 64, "motion_steps": 1000}),
+    ("motion_rank=none,alpha=0.5,cfg=4", {"motion_rank": None, "alpha": 0.5, "cfg": 4.0}),
+])
+def test_recipe_overrides_take_each_fields_type(text, expected):
+    got = Q.recipe_overrides(text)
+    assert got == expected and all(type(got[k]) is type(v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("motion_rank", "field=value"), ("rank_of_motion=4", "field=value"),
+    ("motion_rank=big", "motion_rank: expected a value of type int"),
+])
+def test_recipe_overrides_refuse_what_is_not_a_recipe_field(text, message):
+    with pytest.raises(ValueError, match=message):
+        Q.recipe_overrides(text)
+    with pytest.raises(SystemExit):
+        Q.main(["--recipe", text, "--scale", "test"])

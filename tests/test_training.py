@@ -540,3 +540,28 @@ def test_ctrl_c_keeps_the_finished_steps_and_the_resumed_run_equals_an_uninterru
     resumed, w_resumed = train(ckpt=ckpt)
     assert resumed.resumed_from == 4  # the four finished steps were kept, not the last periodic checkpoint
     assert resumed.losses == full.losses and torch.equal(w_resumed, w_full)
+
+
+@pytest.mark.parametrize("trainer", ["videomage", "motiondirector"])
+def test_a_motion_lora_of_every_temporal_linear_trains_and_an_unknown_coverage_is_refused(model, trainer):
+    from videomage_core.lora import lora_targets
+    from videomage_core.motiondirector import MotionDirectorSettings, train_motiondirector
+
+    def run(coverage, steps=2):
+        if trainer == "videomage":
+            return train_motion(model, _video(), MotionSettings(
+                motion_prompt="a toy moving right", reference_words=("toy",), steps=steps, inversion_steps=1,
+                height=64, width=64, coverage=coverage))
+        return train_motiondirector(model, _video(), MotionDirectorSettings(
+            motion_prompt="a toy moving right", steps=steps, height=64, width=64, frames=4, coverage=coverage))
+
+    art = run("all_linear")
+    layers = {k.rsplit(".lora_", 1)[0] for k in art.lora}
+    assert layers == {n for n, _ in model.unet.named_modules()
+                      if re.fullmatch(lora_targets(model, "temporal", "all_linear"), n)}
+    assert art.coverage == "all_linear" and art.train_args["coverage"] == "all_linear"
+    assert any(float(v.abs().max()) > 0 for k, v in art.lora.items() if k.endswith("ff.net.2.lora_B.weight"))
+    assert model.adapters == {}
+    with pytest.raises(VideoMageInputError, match="^coverage: "):
+        run("every_layer")
+    assert model.adapters == {}

@@ -43,6 +43,7 @@ class LoraArtifact:
     reference_latents: torch.Tensor | None = None
     version: str = __version__
     base: str = "zeroscope"  # the base family (videomage_core.bases) it was trained on
+    coverage: str = "attention"  # the layers its LoRA covers (videomage_core.bases.COVERAGES)
 
     def __repr__(self) -> str:
         toks = ", ".join(self.tokens) or "-"
@@ -58,7 +59,7 @@ class LoraArtifact:
                 "tokens": list(self.tokens), "superclasses": self.superclasses,
                 "base_fingerprint": self.base_fingerprint, "train_args": self.train_args,
                 "losses": [round(float(x), 6) for x in self.losses], "info": self.info,
-                "version": self.version, "base": self.base}
+                "version": self.version, "base": self.base, "coverage": self.coverage}
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
@@ -77,9 +78,10 @@ def save_artifact(artifact: LoraArtifact, path: str | os.PathLike) -> Path:
     if artifact.reference_latents is not None:
         tensors["reference.latents"] = artifact.reference_latents.float()
     from .bases import family
+    from .lora import family_targets
 
-    lora_config = {"r": artifact.rank, "lora_alpha": artifact.alpha,
-                   "target_modules": family(artifact.base).LORA_TARGETS[artifact.scope], "lora_dropout": 0.0}
+    targets = family_targets(family(artifact.base), artifact.scope, artifact.coverage)
+    lora_config = {"r": artifact.rank, "lora_alpha": artifact.alpha, "target_modules": targets, "lora_dropout": 0.0}
     meta = {"format": "pt", "videomage": json.dumps(artifact.metadata()),
             "lora_config": json.dumps(lora_config)}
     return atomic_save_safetensors(tensors, path, meta)
@@ -117,7 +119,8 @@ def load_artifact(path: str | os.PathLike, expected_kind: str | None = None,
                             base_fingerprint=info["base_fingerprint"], train_args=info["train_args"],
                             losses=list(info["losses"]), info=info.get("info", {}),
                             reference_latents=tensors.get("reference.latents"), version=info["version"],
-                            base=info.get("base", "zeroscope"))  # files before the base interface: ZeroScope
+                            base=info.get("base", "zeroscope"),  # files before the base interface: ZeroScope
+                            coverage=info.get("coverage", "attention"))  # files before coverages: attention
     except IncompatibleArtifactError:  # the kind check above (a ValueError too)
         raise
     except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
@@ -138,4 +141,5 @@ def apply_artifact(model, artifact: LoraArtifact, adapter_name: str, input_name:
     check_compatible(model, artifact, input_name)
     for token, emb in artifact.tokens.items():
         add_token(model, token, embedding=emb)
-    load_lora_state(model, adapter_name, artifact.lora, artifact.scope, artifact.rank, artifact.alpha)
+    load_lora_state(model, adapter_name, artifact.lora, artifact.scope, artifact.rank, artifact.alpha,
+                    artifact.coverage)

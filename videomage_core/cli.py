@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bases import FAMILIES
+from .bases import COVERAGES, FAMILIES
 from .errors import (IncompatibleArtifactError, NonFiniteLossError, TrainingCancelled, VideoMageInputError,
                      require)
 
@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inversion-steps", type=int, default=300, help="textual-inversion steps of the reference "
                    "subjects")
     p.add_argument("--lr-token", type=float, default=1e-3, help="the reference tokens' learning rate")
+    p.add_argument("--coverage", choices=COVERAGES, default="attention", help="the layers the motion LoRA trains: "
+                   "the temporal attention projections (the paper), or every Linear of the temporal transformers "
+                   "(all_linear, MotionDirector's; ZeroScope-layout models)")
 
     p = sub.add_parser("fuse", formatter_class=_Help, help="fuse 2+ subjects into one LoRA (L_fusion + lambda2 L_attn)")
     _model_args(p)
@@ -296,7 +299,7 @@ def run(args) -> int:
                                   omega=args.omega, steps=args.steps, inversion_steps=args.inversion_steps,
                                   rank=args.rank, lr_lora=args.lr_lora, lr_token=args.lr_token,
                                   seed=args.seed, height=height, width=width, frame_index=args.frame_index,
-                                  frames=args.frames,
+                                  frames=args.frames, coverage=args.coverage,
                                   gradient_checkpointing=_checkpointing(args))
         _preflight(model, "motion", settings, images=len(settings.reference_words),
                    video_frames=video.shape[0])

@@ -208,6 +208,7 @@ class StageSpec:
     images: int = 4
     rank: int = 4
     levels: tuple | None = None  # recorded attention levels (None: the model's)
+    coverage: str = "attention"  # the motion LoRA's layers (videomage_core.bases.COVERAGES)
 
     def check(self) -> None:
         require(self.stage in STAGES, "stage", f"expected one of {STAGES}, got '{self.stage}'")

@@ -114,7 +114,7 @@ def _motion(twin, spec: StageSpec, adapters: list, omega: float = 0.5):
     from .losses import appearance_free_target, motion_loss
     from .training import ParamGroup
 
-    inject_lora(twin, "cost_motion", "temporal", spec.rank)
+    inject_lora(twin, "cost_motion", "temporal", spec.rank, coverage=spec.coverage)
     adapters.append("cost_motion")
     groups = [ParamGroup("lora", trainable_lora_parameters(twin, "cost_motion"), 1e-4, 1e-2)]
     x = _latents(twin, spec.frames, spec.height, spec.width)

@@ -16,12 +16,27 @@ from .errors import require
 SCOPES = ("spatial", "temporal")
 
 
-def lora_targets(model_or_unet, scope: str) -> str:
-    """The regex of the projections a ``scope`` LoRA trains on this model's base family."""
+def coverages(family, scope: str) -> list[str]:
+    """The coverages a ``scope`` LoRA can have on a base ``family`` (module of :mod:`.bases`)."""
+    return ["attention", *getattr(family, "LORA_COVERAGES", {}).get(scope, {})]
+
+
+def family_targets(family, scope: str, coverage: str = "attention") -> str:
+    """The regex of the layers a ``scope`` LoRA of ``coverage`` trains on a base ``family``."""
+    require(scope in SCOPES, "scope", f"expected one of {list(SCOPES)}, got '{scope}'")
+    if coverage == "attention":
+        return family.LORA_TARGETS[scope]
+    extra = getattr(family, "LORA_COVERAGES", {}).get(scope, {})
+    require(coverage in extra, "coverage", f"expected one of {coverages(family, scope)} for a {scope} "
+            f"LoRA on {family.NAME}, got '{coverage}'")
+    return extra[coverage]
+
+
+def lora_targets(model_or_unet, scope: str, coverage: str = "attention") -> str:
+    """The regex of the layers a ``scope`` LoRA of ``coverage`` trains on this model's base family."""
     from .bases import family_of
 
-    require(scope in SCOPES, "scope", f"expected one of {list(SCOPES)}, got '{scope}'")
-    return family_of(model_or_unet).LORA_TARGETS[scope]
+    return family_targets(family_of(model_or_unet), scope, coverage)
 
 
 def lora_layers(unet: torch.nn.Module):
@@ -32,8 +47,9 @@ def lora_layers(unet: torch.nn.Module):
 
 
 def inject_lora(model, name: str, scope: str, rank: int = 4, alpha: float | None = None,
-                seed: int = 0, targets: str | None = None) -> None:
-    """Add adapter ``name`` on the ``scope`` ('spatial' or 'temporal') layers; B = 0, so a no-op.
+                seed: int = 0, targets: str | None = None, coverage: str = "attention") -> None:
+    """Add adapter ``name`` on the ``scope`` ('spatial' or 'temporal') layers of ``coverage``
+    (:data:`videomage_core.bases.COVERAGES`); B = 0, so a no-op.
 
     ``targets``: a regex of module names replacing the family's ``scope`` targets (probes only, e.g.
     ``bench/motion_capacity.py``; artifacts of the engine always use the family's).
@@ -46,7 +62,7 @@ def inject_lora(model, name: str, scope: str, rank: int = 4, alpha: float | None
     """
     from peft import LoraConfig, inject_adapter_in_model
 
-    targets = lora_targets(model, scope) if targets is None else targets
+    targets = lora_targets(model, scope, coverage) if targets is None else targets
     require(isinstance(rank, int) and rank >= 1, "rank", f"expected an integer >= 1, got {rank!r}")
     if name in model.adapters:
         delete_lora(model, name)
@@ -65,7 +81,7 @@ def inject_lora(model, name: str, scope: str, rank: int = 4, alpha: float | None
             init = (torch.rand(a.weight.shape, generator=gen) * 2 - 1) * bound
             a.weight.data = init.to(model.device, torch.float32)
             layer.lora_B[name].to(model.device, torch.float32)
-    model.adapters[name] = {"scope": scope, "rank": rank, "alpha": alpha}
+    model.adapters[name] = {"scope": scope, "rank": rank, "alpha": alpha, "coverage": coverage}
     model._lora_layer_cache = None
     freeze_lora(model, name)
     set_active_adapters(model, active + [name])
@@ -171,16 +187,16 @@ def lora_state_dict(model, name: str) -> dict[str, torch.Tensor]:
 
 
 def load_lora_state(model, name: str, state: dict[str, torch.Tensor], scope: str, rank: int,
-                    alpha: float) -> None:
+                    alpha: float, coverage: str = "attention") -> None:
     """Inject adapter ``name`` and fill it from ``state`` (keys as :func:`lora_state_dict` writes)."""
-    inject_lora(model, name, scope, rank=rank, alpha=alpha)
+    inject_lora(model, name, scope, rank=rank, alpha=alpha, coverage=coverage)
     layers = dict(lora_layers(model.unet))
     expected = set()
     for path, layer in layers.items():
         if name in layer.lora_A:
             expected |= {f"{path}.lora_A.weight", f"{path}.lora_B.weight"}
     missing, extra = expected - set(state), set(state) - expected
-    require(not missing and not extra, "lora", f"the LoRA does not fit this model's {scope} layers: "
+    require(not missing and not extra, "lora", f"the LoRA does not fit this model's {scope} layers ({coverage}): "
             f"{len(missing)} missing keys (e.g. {sorted(missing)[:2]}), {len(extra)} unexpected")
     with torch.no_grad():
         for key, value in state.items():

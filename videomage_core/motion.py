@@ -20,7 +20,8 @@ from .data import (check_masks, check_size, check_video, crop_to_mask, fit_to_si
 from .diffusion import (add_noise, check_frames, encode_prompts, encode_video, predict_noise, randn,
                         sample_timesteps, training_target, valid_frames_at_most)
 from .errors import require
-from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
+from .lora import (adapters_active, delete_lora, inject_lora, lora_state_dict, lora_targets,
+                   trainable_lora_parameters)
 from .losses import appearance_free_target, motion_loss, subject_loss
 from .model import text_encoder_parked
 from .tokens import add_token, get_token_embedding, token_parameters
@@ -49,6 +50,8 @@ class MotionSettings:
     frame_index: int | None = None  # frame for the textual inversion; None: the middle one
     appearance_template: str | None = None  # None: the model's, else APPEARANCE_TEMPLATE
     gradient_checkpointing: bool | str = "auto"  # "auto": on when the step would not fit the GPU (preflight)
+    coverage: str = "attention"  # the LoRA's layers: the temporal attention projections (the paper), or
+    # "all_linear": every Linear of the temporal transformers (MotionDirector; ZeroScope only)
 
 
 def appearance_prompt(tokens: list[str], template: str = APPEARANCE_TEMPLATE) -> str:
@@ -106,6 +109,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     require(bool(settings.motion_prompt and settings.motion_prompt.strip()), "motion_prompt",
             "describe the motion, e.g. 'a person riding a horse'")
     require(settings.steps >= 1 and settings.inversion_steps >= 0, "steps", "expected steps >= 1")
+    lora_targets(model, "temporal", settings.coverage)  # an unknown coverage is refused before any work
     index = video.shape[0] // 2 if settings.frame_index is None else settings.frame_index
     require(0 <= index < video.shape[0], "frame_index", f"expected 0..{video.shape[0] - 1}, got {index}")
     frame = video[index]
@@ -154,7 +158,8 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     with torch.no_grad():
         text_ap = encode_prompts(model, [c_ap])
     adapter = "train_motion"
-    inject_lora(model, adapter, "temporal", settings.rank, settings.alpha, seed=settings.seed)
+    inject_lora(model, adapter, "temporal", settings.rank, settings.alpha, seed=settings.seed,
+                coverage=settings.coverage)
     set_gradient_checkpointing(model.unet, checkpointing)
     try:
         loss_scale = LossScale.for_model(model)  # fp16: scaled backward, unscaled by the loop
@@ -192,7 +197,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
                   "inversion_losses": [round(x, 6) for x in ti_losses],
                   "whole_frame_inversion": masks is None, "motion_frames": len(indices),
                   "frame_indices": indices},
-            reference_latents=x_video.detach().float().cpu())
+            reference_latents=x_video.detach().float().cpu(), coverage=settings.coverage)
     finally:
         set_gradient_checkpointing(model.unet, False)
         delete_lora(model, adapter)

@@ -24,7 +24,7 @@ from .artifacts import LoraArtifact
 from .data import check_size, check_video
 from .diffusion import add_noise, encode_prompts, predict_noise, randn, sample_timesteps, training_target
 from .errors import require
-from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
+from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, lora_targets, trainable_lora_parameters
 from .losses import appearance_debiased_loss, motion_loss
 from .model import text_encoder_parked
 from .motion import reference_clip_latents
@@ -45,6 +45,7 @@ class MotionDirectorSettings:
     height: int = 320
     width: int = 576
     frames: int | None = None  # None/0: the model's
+    coverage: str = "attention"  # the temporal LoRA's layers; MotionDirector's own: "all_linear" (ZeroScope)
 
     def check(self) -> None:
         require(bool(self.motion_prompt and self.motion_prompt.strip()), "motion_prompt",
@@ -61,6 +62,7 @@ def train_motiondirector(model, video: torch.Tensor, settings: MotionDirectorSet
     video = check_video(video, "video")
     check_size(settings.width, settings.height)
     settings.check()
+    lora_targets(model, "temporal", settings.coverage)  # an unknown coverage is refused before any work
     settings = replace(settings, frames=int(settings.frames or model.default("frames", 24)))
     x_video, indices = reference_clip_latents(model, video, settings.frames, settings.height, settings.width)
     n_frames = x_video.shape[2]
@@ -68,7 +70,8 @@ def train_motiondirector(model, video: torch.Tensor, settings: MotionDirectorSet
     text = encode_prompts(model, [settings.motion_prompt]).detach()
     spatial, temporal = "md_spatial", "md_temporal"
     inject_lora(model, spatial, "spatial", settings.rank, settings.alpha, seed=settings.seed)
-    inject_lora(model, temporal, "temporal", settings.rank, settings.alpha, seed=settings.seed + 1)
+    inject_lora(model, temporal, "temporal", settings.rank, settings.alpha, seed=settings.seed + 1,
+                coverage=settings.coverage)
     spatial_params = trainable_lora_parameters(model, spatial)
     temporal_params = trainable_lora_parameters(model, temporal)
     loss_scale = LossScale.for_model(model)
@@ -119,7 +122,7 @@ def train_motiondirector(model, video: torch.Tensor, settings: MotionDirectorSet
             losses=result.losses,
             info={"motion_prompt": settings.motion_prompt, "method": "MotionDirector (dual-path LoRAs, L_ad)",
                   "motion_frames": len(indices), "frame_indices": indices},
-            reference_latents=x_video.detach().float().cpu())
+            reference_latents=x_video.detach().float().cpu(), coverage=settings.coverage)
     finally:
         delete_lora(model, spatial)
         delete_lora(model, temporal)

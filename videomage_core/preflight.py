@@ -87,7 +87,8 @@ def stage_specs(model, stage: str, settings, images: int = 4, subjects: int = 2,
     if stage == "motion":
         f = int(settings.frames or model.default("frames", 24))
         f = min(f, video_frames) if video_frames else f
-        return [StageSpec("motion", frames=f, rank=settings.rank, checkpointing=ckpt, **size),
+        return [StageSpec("motion", frames=f, rank=settings.rank, checkpointing=ckpt,
+                          coverage=getattr(settings, "coverage", "attention"), **size),
                 StageSpec("inversion", frames=1, images=images, checkpointing=ckpt, **size)]
     if stage == "fusion":
         return [StageSpec("fusion", frames=settings.frames, rank=ranks or 4 * subjects, checkpointing=ckpt,

@@ -9,6 +9,8 @@ provides:
   ``DEFAULT_LEVELS``: the blocks whose attention maps the losses and SCS read;
 - ``denoise(unet, latents, timesteps, text)``: the denoiser's call on latents ``(B, C, F, h, w)``;
 - ``LORA_TARGETS``: ``{"spatial": regex, "temporal": regex}`` of the projections each LoRA trains;
+  optionally ``LORA_COVERAGES``: ``{scope: {coverage: regex}}``, wider coverages a LoRA may choose
+  (:data:`videomage_core.bases.COVERAGES`; ZeroScope: ``all_linear`` for motions);
 - ``attention_layer_names(unet, levels) -> (spatial cross-attention, temporal self-attention)``;
 - ``checkpointed_modules(unet)``: the modules gradient checkpointing wraps;
 - ``recognizes(folder) -> bool`` and ``load_components(folder, dtype) -> dict`` (``unet``, ``vae``,
@@ -34,6 +36,12 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
+
+#: Which layers of a scope a LoRA covers: "attention", the attention projections (the paper's and every
+#: family's default, ``LORA_TARGETS``); "all_linear", every Linear of those transformers (MotionDirector's
+#: coverage), where the family defines it (``LORA_COVERAGES``). Here, not in ``lora``: the nodes and the
+#: CLI list them without importing torch.
+COVERAGES = ("attention", "all_linear")
 
 FAMILIES = {
     "zeroscope": "videomage_core.bases.zeroscope",

@@ -32,6 +32,9 @@ LORA_TARGETS = {
 #: with ``LORA_TARGETS["temporal"]``.
 TEMPORAL_LINEAR = (r"(transformer_in|.*\.temp_attentions\.\d+)\.(proj_in|proj_out|transformer_blocks\.\d+\."
                    rf"(attn[12]\.{_PROJ}|ff\.net\.0\.proj|ff\.net\.2))")
+#: Beyond the attention projections (``videomage_core.bases.COVERAGES``): a motion LoRA on every Linear
+#: of the temporal transformers (MotionDirector's coverage).
+LORA_COVERAGES = {"temporal": {"all_linear": TEMPORAL_LINEAR}}
 #: Every weight of the temporal layers (full fine-tuning in ``bench/motion_capacity.py``).
 TEMPORAL_MODULES = r"(transformer_in|.*\.temp_attentions|.*\.temp_convs)\..*"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

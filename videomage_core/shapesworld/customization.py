@@ -55,6 +55,8 @@ class Recipe:
     cfg: float = 3.0
     tau: int = 9
     rank: int = 4
+    motion_rank: int | None = None  # the motion LoRAs' (VideoMage's and MotionDirector's); None: ``rank``
+    motion_coverage: str = "attention"  # their layers (videomage_core.bases.COVERAGES)
     lr_lora: float = 1e-3
     lr_token: float = 1e-2
     lambda1: float = 0.25
@@ -145,8 +147,9 @@ def train_motion_artifact(model, reference: Clip, recipe: Recipe, seed: int, ome
     words = tuple(o.shape for o in reference.spec.objects)
     settings = MotionSettings(motion_prompt=reference.caption, reference_words=words,
                               omega=recipe.omega if omega is None else omega, steps=recipe.motion_steps,
-                              inversion_steps=recipe.inversion_steps, rank=recipe.rank, lr_lora=recipe.lr_lora,
-                              lr_token=recipe.lr_token, seed=seed, height=recipe.size, width=recipe.size)
+                              inversion_steps=recipe.inversion_steps, rank=recipe.motion_rank or recipe.rank,
+                              lr_lora=recipe.lr_lora, lr_token=recipe.lr_token, seed=seed, height=recipe.size,
+                              width=recipe.size, coverage=recipe.motion_coverage)
     video = torch.from_numpy(reference.frames).float()
     masks = torch.from_numpy(reference.masks[:, reference.frames.shape[0] // 2]).float()
     return train_motion(model, video, settings, masks=masks, callback=callback)
@@ -154,11 +157,12 @@ def train_motion_artifact(model, reference: Clip, recipe: Recipe, seed: int, ome
 
 def train_motiondirector_artifact(model, reference: Clip, recipe: Recipe, seed: int, callback=None):
     """The MotionDirector baseline's motion (dual-path LoRAs with its appearance-debiased loss) from
-    the same reference, with the same rank, steps and learning rate as VideoMage's motion LoRA."""
+    the same reference, with the same rank, coverage, steps and learning rate as VideoMage's motion LoRA."""
     from ..motiondirector import MotionDirectorSettings, train_motiondirector
 
-    settings = MotionDirectorSettings(motion_prompt=reference.caption, steps=recipe.motion_steps, rank=recipe.rank,
-                                      lr_lora=recipe.lr_lora, seed=seed, height=recipe.size, width=recipe.size)
+    settings = MotionDirectorSettings(motion_prompt=reference.caption, steps=recipe.motion_steps,
+                                      rank=recipe.motion_rank or recipe.rank, lr_lora=recipe.lr_lora, seed=seed,
+                                      height=recipe.size, width=recipe.size, coverage=recipe.motion_coverage)
     return train_motiondirector(model, torch.from_numpy(reference.frames).float(), settings, callback=callback)
 
 
