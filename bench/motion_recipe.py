@@ -1,7 +1,7 @@
 """Does the engine's motion LoRA transfer a motion on its own? ``make quality``'s motion stage, alone.
 
     python -m bench.motion_recipe [--model DIR] [--motions orbit,jump_over,swap] [--seeds 8]
-                                  [--recipe motion_coverage=all_linear,motion_rank=64,motion_steps=1000]
+                                  [--recipe motion_coverage=attention,motion_rank=4,motion_steps=200]
 
 For each held-out motion: the reference clip ``make quality`` uses (its default 4 subject pairs decide the
 reference colours), the motion trained as ``make quality`` trains it

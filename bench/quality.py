@@ -452,8 +452,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=2, help="seeds per pair and motion (2: 24 videos per method)")
     p.add_argument("--scale", choices=sorted(SCALES), default="full")
     p.add_argument("--motions", help=f"comma-separated held-out motions (default: all of {','.join(HELD_OUT_INTERACTIONS)})")
-    p.add_argument("--recipe", default="", help="recipe overrides, e.g. 'motion_coverage=all_linear,motion_rank=64,"
-                   "motion_steps=1000' (fields of videomage_core.shapesworld.customization.Recipe)")
+    p.add_argument("--recipe", default="", help="recipe overrides, e.g. 'motion_coverage=attention,motion_rank=4,"
+                   "motion_steps=200' (the paper's motion LoRA; fields of videomage_core.shapesworld.customization.Recipe)")
     a = p.parse_args(argv)
     try:
         overrides = recipe_overrides(a.recipe)

@@ -109,7 +109,7 @@ def col(i, row=0):
 # 8 frames of 64x64 px, CFG 3, SCS alpha 10), with small but real step counts, so it runs in minutes on a CPU.
 BUILTIN = "shapesworld_builtin"
 QUICK = {
-    "size": {"width": 64, "height": 64},
+    "size": {"width": 32, "height": 32},
     "frames": 8,
     "subject": {"steps": 60, "lr_lora": 1e-3, "prior_videos": 2, "prior_frames": 8, "prior_steps": 10},
     "motion": {"steps": 60, "inversion_steps": 30, "lr_lora": 1e-3},

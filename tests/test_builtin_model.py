@@ -36,13 +36,13 @@ def test_the_builtin_model_is_committed_small_and_documented():
 
 def test_it_loads_with_its_settings_and_8x8_attention_maps(builtin):
     s = builtin.settings
-    assert s["model"] == "shapesworld" and (s["frames"], s["height"], s["width"]) == (8, 64, 64)
+    assert s["model"] == "shapesworld" and (s["frames"], s["height"], s["width"]) == (8, 32, 32)
     assert s["scs_alpha"] == 10.0  # SCS reads it when SCSSettings.alpha0 is None
     assert builtin.attention_levels == tuple(s["attention_levels"]) != DEFAULT_LEVELS
     assert builtin.default("cfg", 9.0) == s["cfg"] and builtin.default("nope", 7) == 7
     recorder = AttentionRecorder(builtin.unet, levels=builtin.attention_levels)
-    s8 = builtin.vae_scale_factor  # 64 px through the model's VAE; maps recorded at the level that gives 8x8
-    lat = torch.randn(1, builtin.unet.config.in_channels, 8, 64 // s8, 64 // s8)
+    size, s8 = s["height"], builtin.vae_scale_factor  # maps recorded at the level that gives 8x8 at its size
+    lat = torch.randn(1, builtin.unet.config.in_channels, 8, size // s8, size // s8)
     text = builtin.text_encoder(builtin.tokenizer(["a red circle moving left"], padding="max_length",
                                                   max_length=77, return_tensors="pt").input_ids)[0]
     with torch.no_grad(), recorder, recorder.recording(lat.shape):

@@ -133,7 +133,7 @@ def test_cli_sampling_defaults_come_from_the_model():
     flags = ["sample", "--model", "m", "--subject", "s", "--prompt", "p", "--out", "o.webp"]
     args = build_parser().parse_args(flags)
     assert (args.size, args.frames, args.steps, args.cfg, args.alpha) == (None,) * 5
-    assert _size_for(args, builtin_model) == (64, 64)  # the built-in model's videomage.json
+    assert _size_for(args, builtin_model) == (32, 32)  # the built-in model's videomage.json
     paper = [("frames", 24), ("steps", 50), ("cfg", 9.0)]
     assert [_or_model(None, builtin_model, k, v) for k, v in paper] == [8, 30, 3.0]
     assert _or_model(12, builtin_model, "frames", 24) == 12

@@ -18,7 +18,8 @@ def test_probe_trains_the_recipes_motion_and_rows_merge(tmp_path):
     assert row["recipe"]["motion_coverage"] == "all_linear" and row["recipe"]["motion_rank"] == 2
     # rank 2 on every temporal Linear: more parameters than rank 2 on the attention projections alone
     attention = MR.probe(model, "swap", C.Recipe.for_model(model, size=32, motion_steps=2, inversion_steps=1,
-                                                             sample_steps=2, motion_rank=2), seeds=1)
+                                                             sample_steps=2, motion_rank=2,
+                                                             motion_coverage="attention"), seeds=1)
     assert row["lora_parameters"] > attention["lora_parameters"] > 0
     assert {k: len(v) for k, v in row["motion_fidelity"].items()} == {"lora_only": 1, "with_prior": 1}
     assert all(0.0 <= v <= 1.0 for v in row["mean"].values()) and model.adapters == {}

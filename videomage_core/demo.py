@@ -22,7 +22,7 @@ import torch
 
 # knobs per scale (Recipe fields); size, frames, sampling steps and CFG come from the model
 SCALES = {
-    "demo": dict(subject_steps=200, motion_steps=200, inversion_steps=100, fusion_steps=100, prior_videos=2,
+    "demo": dict(subject_steps=200, motion_steps=1000, inversion_steps=100, fusion_steps=100, prior_videos=2,
                  prior_steps=20, generation_steps=20),
     "test": dict(size=32, subject_steps=2, motion_steps=2, inversion_steps=2, fusion_steps=2, sample_steps=3, tau=2,
                  prior_videos=1, prior_steps=2, generation_steps=2, images=2),

@@ -52,8 +52,8 @@ radius at this size, so textures are barely resolved (the VAE's object PSNR is ~
 shape and trajectories survive the round trip (ceiling: colour 1.0, shape 0.93, motion 1.0).
 ``--preset full`` below is the GPU plan (128 px, maps at the quarter level), never run.
 
-Preset ``cpu64f8`` (third edition, issue 18)
---------------------------------------------
+Preset ``cpu64f8`` (a 64 px candidate, issue 18)
+------------------------------------------------
 64 px frames through a factor-8 VAE (channels 32/64/64/64) with 16 latent channels: 8x8x16 latents,
 as many numbers as the second edition's 16x16x4 (``cpu64``), but the UNet's four levels end at 1x1 as
 the first edition's did (the second edition's 2x2 deepest level could not hold a motion in its
@@ -373,7 +373,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="default: h200 on --device cuda (about 10 min on one H200-class GPU), else cpu64 "
-                        "(the built-in model's, warm-started from the first edition with --init-from)")
+                        "(the second edition's, warm-started from the first edition with --init-from; the built-in "
+                        "model is the first edition's, preset cpu)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--steps", type=int, help="UNet steps (default: the preset's)")
     g.add_argument("--minutes", type=float, help="plan both stages' steps to fit this many minutes")

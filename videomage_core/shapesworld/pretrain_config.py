@@ -1,7 +1,7 @@
 """Pretraining configuration of the built-in ShapesWorld model: :class:`PretrainConfig` (everything that
 defines a run, stored with its checkpoints so that a resume can check it), the named presets
-(``full``, the GPU plan; ``cpu``, the first edition; ``cpu64`` and ``h200``, the second edition; ``cpu64f8``, the third;
-``smoke``, for tests), the model-folder size limit and the stage names. Split out of
+(``full``, the GPU plan; ``cpu``, the first edition, whose weights are again the built-in model (the third
+edition); ``cpu64`` and ``h200``, the second edition; ``cpu64f8``, a 64 px candidate; ``smoke``, for tests), the model-folder size limit and the stage names. Split out of
 :mod:`.pretrain`, which re-exports every name here."""
 
 from __future__ import annotations
