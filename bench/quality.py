@@ -429,9 +429,9 @@ def recipe_overrides(text: str) -> dict:
         name, sep, value = (s.strip() for s in item.partition("="))
         if not sep or name not in fields:
             raise ValueError(f"expected field=value with a field of {sorted(fields)}, got '{item}'")
-        default = fields[name].default
-        kind = type(default) if default is not None else (float if name == "alpha" else int)
-        if value.lower() == "none" and default is None:
+        annotation = str(fields[name].type)  # a string: this module's annotations are postponed
+        kind = next((t for t in (float, int, str) if t.__name__ in annotation), type(fields[name].default))
+        if value.lower() == "none" and "None" in annotation:
             out[name] = None
             continue
         try:

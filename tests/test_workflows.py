@@ -137,7 +137,7 @@ def test_api_twin_matches_and_validates(path):
 QUICK_START = "videomage_quick_start_shapesworld"
 # What the built-in model was trained for (videomage_core/models/shapesworld/videomage.json), for a
 # checkout without the model files; the file itself is checked when present.
-BUILTIN_SETTINGS = {"frames": 8, "height": 64, "width": 64, "cfg": 3.0, "superclass": "shape"}
+BUILTIN_SETTINGS = {"frames": 8, "height": 32, "width": 32, "cfg": 3.0, "superclass": "shape"}
 
 
 def builtin_settings() -> dict:
