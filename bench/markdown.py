@@ -75,3 +75,18 @@ def real_size_lines(rs: dict | None) -> list[str]:
               f"- whole customization <= 10 min on one H100: {g['customization_le_10min_h100']['value_min']} min "
               f"at {rs['fraction_of_peak']:.0%} of peak ({'met' if g['customization_le_10min_h100']['met'] else 'MISSED'})"]
     return lines
+
+
+def merge_rows(rows_path, row: dict, key, markdown) -> list[dict]:
+    """Merge ``row`` into the JSON list at ``rows_path`` (a row with the same ``key(row)`` is replaced) and
+    write ``markdown(rows)`` beside it (``.md``)."""
+    import json
+
+    from videomage_core.atomic import atomic_write_json
+
+    rows_path = Path(rows_path)
+    rows = json.loads(rows_path.read_text()) if rows_path.is_file() else []
+    rows = [r for r in rows if key(r) != key(row)] + [row]
+    atomic_write_json(rows_path, rows, indent=1)
+    atomic_write_text(rows_path.with_suffix(".md"), markdown(rows))
+    return rows

@@ -22,7 +22,6 @@ fingerprint, motion, variant, rank and steps) and ``bench/motion_capacity.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 from pathlib import Path
@@ -30,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videomage_core.atomic import atomic_write_json, atomic_write_text
 
 VARIANTS = ("unet", "temporal_modules", "temporal_attention", "lora_linear", "lora_projections")
 LRS = {"unet": 2e-4, "temporal_modules": 5e-4, "temporal_attention": 5e-4, "lora_linear": 1e-3,
@@ -133,12 +131,10 @@ def markdown(rows: list[dict]) -> str:
 
 def record(rows_path: Path, row: dict) -> list[dict]:
     """Merge ``row`` into the JSON list at ``rows_path`` (same model, motion, variant, rank, steps: replaced)."""
-    rows = json.loads(rows_path.read_text()) if rows_path.is_file() else []
-    key = ("model_fingerprint", "motion", "variant", "rank", "steps")
-    rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)] + [row]
-    atomic_write_json(rows_path, rows, indent=1)
-    atomic_write_text(rows_path.with_suffix(".md"), markdown(rows))
-    return rows
+    from bench.markdown import merge_rows
+
+    fields = ("model_fingerprint", "motion", "variant", "rank", "steps")
+    return merge_rows(rows_path, row, lambda r: tuple(r[k] for k in fields), markdown)
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from videomage_core.atomic import atomic_write_json, atomic_write_text
 
 MOTION_FIELDS = ("motion_coverage", "motion_rank", "rank", "motion_steps", "inversion_steps", "lr_lora", "omega")
 
@@ -77,11 +76,9 @@ def markdown(rows: list[dict]) -> str:
 
 def record(rows_path: Path, row: dict) -> list[dict]:
     """Merge ``row`` into the JSON list at ``rows_path`` (same model, motion and motion settings: replaced)."""
-    rows = json.loads(rows_path.read_text()) if rows_path.is_file() else []
-    rows = [r for r in rows if _key(r) != _key(row)] + [row]
-    atomic_write_json(rows_path, rows, indent=1)
-    atomic_write_text(rows_path.with_suffix(".md"), markdown(rows))
-    return rows
+    from bench.markdown import merge_rows
+
+    return merge_rows(rows_path, row, _key, markdown)
 
 
 def main(argv=None) -> int:
