@@ -56,7 +56,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run
 
 # VideoMage vs its ablations, their controls (tau = 0, noise prior off), MotionDirector and two options beyond
-# the paper on the built-in ShapesWorld model (exact measures; 13 videos per cell at 64 px: hours on 2 cores at
+# the paper on the built-in ShapesWorld model (exact measures; 13 videos per cell at 32 px: hours on 2 cores at
 # the default 4 pairs x 2 seeds, minutes on a GPU; LoRAs and measured cells are cached in outputs/quality, so a
 # run resumes); writes bench/quality.json and bench/RESULTS.md
 quality: $(STAMP)

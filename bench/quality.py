@@ -69,6 +69,16 @@ MEASURING_CODE = (Path(C.__file__).with_name("measures.py"), Path(C.__file__).wi
                   Path(C.__file__))
 SAMPLING_ONLY = ("alpha", "tau", "noise_prior_beta", "sample_steps", "early_subject_scale",
                  "early_subject_steps")  # not in artifact digests
+#: Recipe fields a stage's artifacts never read (left out of that stage's digest, so a change of the subject
+#: recipe retrains the subjects and their fusion but reuses the motions, and the other way round). A field
+#: missing here only costs a needless retraining; one wrongly listed would reuse a stale artifact.
+NOT_READ_BY = {
+    "subject": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "fusion_steps",
+                "lambda2", "generation_steps"),
+    "motion": ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks",
+               "fusion_steps", "lambda2", "generation_steps"),
+    "fusion": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega"),
+}
 MOTION_ROWS = ("motion_before", "motion_after", "motion_lora_only", "motion_prior_only")
 SCALES = {
     "full": {},
@@ -107,10 +117,10 @@ class Quality:
         self.timings: dict[str, float] = {}
         self.reused = {"customization": False, "cells": 0}  # measured by an earlier run (see _measured)
 
-    def _cached(self, name: str, make):
+    def _cached(self, name: str, make, stage: str):
         from videomage_core.artifacts import load_artifact, save_artifact
 
-        path = self.art_dir / f"{name}-{self.digest()}.safetensors"
+        path = self.art_dir / f"{name}-{self.digest(stage)}.safetensors"
         if path.is_file():
             return load_artifact(path)
         t0 = time.perf_counter()
@@ -120,10 +130,12 @@ class Quality:
         self.log(f"  trained {name} in {self.timings[name]:.1f} s")
         return art
 
-    def digest(self) -> str:
+    def digest(self, stage: str | None = None) -> str:
         """Of everything the trained artifacts depend on (file names carry it: a re-run with other
-        settings, e.g. more pairs, which change the references' colours, never picks up a stale file)."""
-        training = {k: v for k, v in C.recipe_dict(self.recipe).items() if k not in SAMPLING_ONLY}
+        settings, e.g. more pairs, which change the references' colours, never picks up a stale file).
+        ``stage`` ("subject", "motion", "fusion"): without the recipe fields that stage never reads."""
+        skip = set(SAMPLING_ONLY) | set(NOT_READ_BY[stage] if stage else ())
+        training = {k: v for k, v in C.recipe_dict(self.recipe).items() if k not in skip}
         key = json.dumps([training, [repr(p) for p in self.pairs],
                           {k: v.caption + str(v.spec.paths.tolist()) for k, v in self.references.items()},
                           self.model.fingerprint])
@@ -156,23 +168,26 @@ class Quality:
             for k, subj in enumerate(pair):
                 name = f"subject_p{i}s{k}"
                 arts[name] = self._cached(name, lambda s=subj, t=self.token(i, k), sd=10 * i + k:
-                                          C.train_subject_artifact(m, s, t, r, sd, cache))
+                                          C.train_subject_artifact(m, s, t, r, sd, cache), "subject")
         for j, motion in enumerate(self.motions):
             ref = self.references[motion]
             arts[f"motion_{motion}"] = self._cached(f"motion_{motion}", lambda ref=ref, j=j:
-                                                    C.train_motion_artifact(m, ref, r, 500 + j))
+                                                    C.train_motion_artifact(m, ref, r, 500 + j), "motion")
             arts[f"motion_{motion}_plain"] = self._cached(f"motion_{motion}_plain", lambda ref=ref, j=j:
-                                                          C.train_motion_artifact(m, ref, r, 500 + j, omega=0.0))
+                                                          C.train_motion_artifact(m, ref, r, 500 + j, omega=0.0),
+                                                          "motion")
             arts[f"motion_{motion}_md"] = self._cached(f"motion_{motion}_md", lambda ref=ref, j=j:
-                                                       C.train_motiondirector_artifact(m, ref, r, 500 + j))
+                                                       C.train_motiondirector_artifact(m, ref, r, 500 + j),
+                                                       "motion")
         for i, pair in enumerate(self.pairs):
             subs = [arts[f"subject_p{i}s0"], arts[f"subject_p{i}s1"]]
             arts[f"fused_p{i}"] = self._cached(f"fused_p{i}", lambda subs=subs, pair=pair, i=i:
-                                               C.fuse_artifact(m, subs, pair, r, 700 + i, cache_dir=cache))
+                                               C.fuse_artifact(m, subs, pair, r, 700 + i, cache_dir=cache),
+                                               "fusion")
             arts[f"fused_p{i}_noattn"] = self._cached(
                 f"fused_p{i}_noattn",
                 lambda subs=subs, pair=pair, i=i: C.fuse_artifact(m, subs, pair, r, 700 + i, lambda2=0.0,
-                                                                  cache_dir=cache))
+                                                                  cache_dir=cache), "fusion")
             arts[f"averaged_p{i}"] = average_subjects(subs)
         return arts
 
@@ -433,6 +448,11 @@ def recipe_overrides(text: str) -> dict:
         kind = next((t for t in (float, int, str) if t.__name__ in annotation), type(fields[name].default))
         if value.lower() == "none" and "None" in annotation:
             out[name] = None
+            continue
+        if annotation == "bool":  # bool("false") would be True
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"{name}: expected true or false, got '{value}'")
+            out[name] = value.lower() == "true"
             continue
         try:
             out[name] = kind(value)

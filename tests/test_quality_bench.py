@@ -155,6 +155,7 @@ def test_quality_refuses_unknown_motions():
     ("motion_coverage=all_linear, motion_rank=64,motion_steps=1000",
      {"motion_coverage": "all_linear", "motion_rank": 64, "motion_steps": 1000}),
     ("motion_rank=none,alpha=0.5,cfg=4", {"motion_rank": None, "alpha": 0.5, "cfg": 4.0}),
+    ("subject_masks=false", {"subject_masks": False}), ("subject_masks=True", {"subject_masks": True}),
 ])
 def test_recipe_overrides_take_each_fields_type(text, expected):
     got = Q.recipe_overrides(text)
@@ -164,9 +165,35 @@ def test_recipe_overrides_take_each_fields_type(text, expected):
 @pytest.mark.parametrize("text, message", [
     ("motion_rank", "field=value"), ("rank_of_motion=4", "field=value"),
     ("motion_rank=big", "motion_rank: expected a value of type int"),
+    ("subject_masks=no", "subject_masks: expected true or false"),
 ])
 def test_recipe_overrides_refuse_what_is_not_a_recipe_field(text, message):
     with pytest.raises(ValueError, match=message):
         Q.recipe_overrides(text)
     with pytest.raises(SystemExit):
         Q.main(["--recipe", text, "--scale", "test"])
+
+
+def test_stage_digests_retrain_only_the_stage_a_recipe_change_reaches(tmp_path):
+    """A subject-recipe change retrains the subjects and their fusion, never the motions (nine 1 000-step
+    LoRAs); a motion-recipe change the motions only; a field both read (the LoRA learning rate) all three."""
+    from dataclasses import replace
+
+    from videomage_core.model import load_model
+    from videomage_core.pretrained import shapesworld_model_dir
+
+    model = load_model(shapesworld_model_dir())
+    recipe = Q.C.Recipe.for_model(model, **Q.SCALES["test"])
+
+    def digests(**change):
+        q = Q.Quality(model, replace(recipe, **change), tmp_path / "q", 1, 1, log=lambda s: None,
+                      motions=("swap",))
+        return {stage: q.digest(stage) for stage in Q.NOT_READ_BY}
+
+    base = digests()
+    changed = {field: {s for s, d in digests(**{field: value}).items() if d != base[s]}
+               for field, value in [("lambda1", 0.0), ("subject_masks", True), ("motion_steps", 7),
+                                    ("omega", 0.0), ("lambda2", 0.1), ("lr_lora", 1e-4), ("tau", 0)]}
+    assert changed == {"lambda1": {"subject", "fusion"}, "subject_masks": {"subject", "fusion"},
+                       "motion_steps": {"motion"}, "omega": {"motion"}, "lambda2": {"fusion"},
+                       "lr_lora": {"subject", "motion", "fusion"}, "tau": set()}
