@@ -16,7 +16,6 @@ model fingerprint, motion and the recipe's motion settings.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -82,30 +81,16 @@ def record(rows_path: Path, row: dict) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    from bench.quality import recipe_overrides
-    from videomage_core.model import load_model
-    from videomage_core.pretrained import shapesworld_model_dir
-    from videomage_core.shapesworld import customization as C
+    from bench.recipe_probe import probe_inputs, probe_parser
     from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS
 
-    p = argparse.ArgumentParser(prog="python -m bench.motion_recipe", description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="model folder (default: the built-in ShapesWorld model)")
+    p = probe_parser("motion_recipe", __doc__, 8, "bench/motion_recipe.json")
     p.add_argument("--motions", default=",".join(HELD_OUT_INTERACTIONS), help="comma-separated held-out motions")
-    p.add_argument("--seeds", type=int, default=8, help="videos per motion and row")
-    p.add_argument("--recipe", default="", help="recipe overrides, as bench.quality's --recipe")
-    p.add_argument("--results", default="bench/motion_recipe.json")
     a = p.parse_args(argv)
     motions = [m.strip() for m in a.motions.split(",") if m.strip()]
     if not motions or set(motions) - set(HELD_OUT_INTERACTIONS):
         p.error(f"--motions: expected some of {','.join(HELD_OUT_INTERACTIONS)}, got '{a.motions}'")
-    if a.seeds < 1:
-        p.error("--seeds must be at least 1")
-    try:
-        overrides = recipe_overrides(a.recipe)
-    except ValueError as exc:
-        p.error(f"--recipe: {exc}")
-    model = load_model(Path(a.model) if a.model else shapesworld_model_dir())
-    recipe = C.Recipe.for_model(model, **overrides)
+    model, recipe = probe_inputs(p, a)
     for motion in motions:
         row = probe(model, motion, recipe, a.seeds)
         record(Path(a.results), row)

@@ -16,7 +16,6 @@ the recipe's subject settings.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -114,28 +113,14 @@ def record(rows_path: Path, row: dict) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    from bench.quality import recipe_overrides
-    from videomage_core.model import load_model
-    from videomage_core.pretrained import shapesworld_model_dir
-    from videomage_core.shapesworld import customization as C
+    from bench.recipe_probe import probe_inputs, probe_parser
 
-    p = argparse.ArgumentParser(prog="python -m bench.subject_recipe", description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="model folder (default: the built-in ShapesWorld model)")
+    p = probe_parser("subject_recipe", __doc__, 4, "bench/subject_recipe.json")
     p.add_argument("--pairs", type=int, default=2, help="subject pairs (make quality's first ones); 2 subjects each")
-    p.add_argument("--seeds", type=int, default=4, help="videos per subject and row")
-    p.add_argument("--recipe", default="", help="recipe overrides, as bench.quality's --recipe")
-    p.add_argument("--results", default="bench/subject_recipe.json")
     a = p.parse_args(argv)
     if a.pairs < 1:
         p.error("--pairs must be at least 1")
-    if a.seeds < 1:
-        p.error("--seeds must be at least 1")
-    try:
-        overrides = recipe_overrides(a.recipe)
-    except ValueError as exc:
-        p.error(f"--recipe: {exc}")
-    model = load_model(Path(a.model) if a.model else shapesworld_model_dir())
-    recipe = C.Recipe.for_model(model, **overrides)
+    model, recipe = probe_inputs(p, a)
     row = probe(model, recipe, a.pairs, a.seeds)
     record(Path(a.results), row)
     b, m = row["mean"]["before"], row["mean"]["after"]
