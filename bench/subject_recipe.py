@@ -38,10 +38,8 @@ def score_parts(frames, subject) -> dict:
     if an is None or not an.objects:
         return {"fidelity": 0.0, "hue": 0.0, "shape": 0.0, "texture": None if subject.texture == "plain" else 0.0}
     obj = max(an.objects, key=lambda o: M.object_fidelity(o, subject))
-    return {"fidelity": round(M.object_fidelity(obj, subject), 4),
-            "hue": round(M.hue_agreement(obj.hue, subject.hue), 4),
-            "shape": round(M._frame_fraction(obj.shapes, subject.shape), 4),
-            "texture": None if subject.texture == "plain" else round(M._frame_fraction(obj.textures, subject.texture), 4)}
+    parts = {k: None if v is None else round(v, 4) for k, v in M.fidelity_parts(obj, subject).items()}
+    return {"fidelity": round(M.object_fidelity(obj, subject), 4), **parts}
 
 
 def _mean(rows: list[dict], part: str):

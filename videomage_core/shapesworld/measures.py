@@ -81,7 +81,8 @@ __all__ = [
     "HUE_FULL", "HUE_ZERO", "MOTION_DEAD_ZONE", "MOTION_TOLERANCE", "SEPARATION", "STATIC_FRACTION",
     "STILL_FRACTION",
     "appearance_leakage", "attribute_binding", "classify_direction", "classify_interaction", "evaluate",
-    "hue_agreement", "interaction_features", "match_subjects", "motion_fidelity", "object_fidelity",
+    "fidelity_parts", "hue_agreement", "interaction_features", "match_subjects", "motion_fidelity",
+    "object_fidelity",
     "pair_valid_fraction", "pair_valid_frames", "presence_factor", "prompt_following", "subject_fidelity",
     "temporal_consistency",
 ]
@@ -186,15 +187,18 @@ def _frame_fraction(values: list, target: str) -> float:
     return sum(v == target for v in vals) / len(vals) if vals else 0.0
 
 
+def fidelity_parts(obj: DetectedObject, subject: ObjectSpec) -> dict:
+    """What :func:`object_fidelity` averages: hue agreement, shape agreement (fraction of frames) and,
+    for a textured subject, texture agreement (None for a plain one)."""
+    return {"hue": hue_agreement(obj.hue, subject.hue), "shape": _frame_fraction(obj.shapes, subject.shape),
+            "texture": None if subject.texture == "plain" else _frame_fraction(obj.textures, subject.texture)}
+
+
 def object_fidelity(obj: DetectedObject, subject: ObjectSpec) -> float:
-    """Mean of hue agreement, shape agreement (fraction of frames) and, for a textured subject,
-    texture agreement. A plain subject's identity is its hue and shape: the second edition's world
-    is all plain (its VAE does not resolve textures), and counting "plain" there would give any
-    object a third of the score for free."""
-    parts = [hue_agreement(obj.hue, subject.hue), _frame_fraction(obj.shapes, subject.shape)]
-    if subject.texture != "plain":
-        parts.append(_frame_fraction(obj.textures, subject.texture))
-    return float(np.mean(parts))
+    """Mean of :func:`fidelity_parts`. A plain subject's identity is its hue and shape: the second
+    edition's world is all plain (its VAE does not resolve textures), and counting "plain" there would
+    give any object a third of the score for free."""
+    return float(np.mean([v for v in fidelity_parts(obj, subject).values() if v is not None]))
 
 
 def _assign(objects: list, subjects: Sequence[ObjectSpec], score) -> list:
