@@ -1,5 +1,6 @@
-"""What the recipe probes (:mod:`bench.motion_recipe`, :mod:`bench.subject_recipe`) share: their command
-line (``--model``, ``--seeds``, ``--recipe``, ``--results``) and the model and recipe it names."""
+"""What the recipe probes (:mod:`bench.motion_recipe`, :mod:`bench.subject_recipe`, :mod:`bench.fusion_recipe`)
+share: their command line (``--model``, ``--seeds``, ``--recipe``, ``--results``, ``--pairs`` where asked) and
+the model and recipe it names."""
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,13 @@ def probe_parser(module: str, doc: str, seeds: int, results: str) -> argparse.Ar
     return p
 
 
+def add_pairs_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--pairs``: how many of ``make quality``'s subject pairs (its first ones) a probe trains."""
+    p.add_argument("--pairs", type=int, default=2, help=help)
+
+
 def probe_inputs(p: argparse.ArgumentParser, args):
-    """(model, recipe) from parsed ``args``; a bad ``--seeds`` or ``--recipe`` is one parser error."""
+    """(model, recipe) from parsed ``args``; a bad ``--seeds``, ``--pairs`` or ``--recipe`` is one parser error."""
     from bench.quality import recipe_overrides
     from videomage_core.model import load_model
     from videomage_core.pretrained import shapesworld_model_dir
@@ -25,6 +31,8 @@ def probe_inputs(p: argparse.ArgumentParser, args):
 
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
+    if getattr(args, "pairs", 1) < 1:
+        p.error("--pairs must be at least 1")
     try:
         overrides = recipe_overrides(args.recipe)
     except ValueError as exc:

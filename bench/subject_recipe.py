@@ -111,13 +111,11 @@ def record(rows_path: Path, row: dict) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    from bench.recipe_probe import probe_inputs, probe_parser
+    from bench.recipe_probe import add_pairs_option, probe_inputs, probe_parser
 
     p = probe_parser("subject_recipe", __doc__, 4, "bench/subject_recipe.json")
-    p.add_argument("--pairs", type=int, default=2, help="subject pairs (make quality's first ones); 2 subjects each")
+    add_pairs_option(p, "subject pairs (make quality's first ones); 2 subjects each")
     a = p.parse_args(argv)
-    if a.pairs < 1:
-        p.error("--pairs must be at least 1")
     model, recipe = probe_inputs(p, a)
     row = probe(model, recipe, a.pairs, a.seeds)
     record(Path(a.results), row)
