@@ -32,15 +32,11 @@ from .generator import (
     PALETTE,
     SEGMENT_THRESHOLD,
     SHAPES,
-    TEXTURE_PERIOD,
     TEXTURES,
     Clip,
     hue_distance,
-    make_sprite,
-    shape_inside,
-    splat,
-    texture_pale,
 )
+from .sprites import TEXTURE_PERIOD, make_sprite, shape_inside, splat, texture_pale
 
 NAMED_HUE_ACCEPT = 18.0      # a detected hue this close to a named centre carries that name
 TEXTURE_AMPLITUDE = 0.032    # paleness spread x best pattern correlation below this: plain
