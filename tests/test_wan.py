@@ -88,7 +88,11 @@ def test_text_is_umt5_states_then_zeros_and_tokens_live_in_its_input_table(wan_m
     with torch.no_grad():
         row.add_(1.0)
     after = encode_prompts(m, ["a <my_toy> rides"])
-    assert not torch.allclose(before, after) and torch.equal(encode_prompts(m, ["a toy"]), text[:1])
+    assert not torch.allclose(before, after)
+    # The same batch again, so the same kernels on the same shapes: adding a token must leave every other
+    # prompt's encoding bit for bit. (A batch of one against a row of a batch of two is not bitwise equal on
+    # every CPU: oneDNN may block the matmuls differently by batch size.)
+    assert torch.equal(encode_prompts(m, ["a toy", ""]), text)
 
 
 def test_subject_lora_trains_cross_attention_and_ffn_motion_lora_only_self_attention_query_key(wan_model):
