@@ -417,6 +417,30 @@ def test_scs_aligns_subject_columns_by_position(model, monkeypatch):
     assert seen == {"sub": cols_p, "mot": cols_t}
 
 
+
+
+def test_motion_branch_reads_the_target_prompt_when_asked(model, monkeypatch):
+    """``motion_prompt="tokens"`` (beyond the paper): the motion branch gets the very prompt and columns the
+    subject branch gets; the default is the paper's superclass twin; anything else is one input error."""
+    import videomage_core.sampling as S
+
+    add_token(model, "<toy>", init_word="toy")
+    seen = {}
+    real_branch = S._Branch
+    monkeypatch.setattr(S, "_Branch", lambda m, adapter, prompt, columns, neg:
+                        seen.setdefault(adapter, (prompt, columns)) and real_branch(m, adapter, prompt, columns, neg))
+    inject_lora(model, "sub", "spatial")
+    inject_lora(model, "mot", "temporal")
+    st = SampleSettings(frames=2, height=64, width=64, steps=1, seed=0)
+    prompt = "a <toy> rides"
+    _, _, cols_p, cols_t = aligned_subject_columns(model.tokenizer, prompt, {"<toy>": "toy"})
+    for mode, expected in ((None, ("a toy rides", cols_t)), ("tokens", (prompt, cols_p))):
+        seen.clear()
+        scs = SCSSettings(tau=0) if mode is None else SCSSettings(tau=0, motion_prompt=mode)
+        scs_sample(model, prompt, {"<toy>": "toy"}, "sub", "mot", st, scs)
+        assert seen == {"sub": (prompt, cols_p), "mot": expected}
+    with pytest.raises(VideoMageInputError, match="motion_prompt"):
+        scs_sample(model, prompt, {"<toy>": "toy"}, "sub", "mot", st, SCSSettings(motion_prompt="twin"))
 def test_normalized_step_is_one_relative_step_at_any_size(custom):
     """step_mode "normalized": alpha_t is the relative step ||step|| / ||x|| of both branches at
     any frame count and size; the paper's mode logs its own (size-dependent) relative step."""

@@ -73,6 +73,10 @@ class SampleSettings:
 
 
 STEP_MODES = ("paper", "normalized")
+#: what the motion branch is prompted with: the paper's superclass twin ("a toy orbits a dog"), or, beyond
+#: the paper, the target prompt itself with the subjects' learned tokens (so their embeddings, not the
+#: subject LoRA, reach the motion branch's objects)
+MOTION_PROMPTS = ("superclass", "tokens")
 RELATIVE_STEP = 0.02  # normalized mode's alpha0 when neither settings nor videomage.json give one
 
 
@@ -97,8 +101,11 @@ class SCSSettings:
     stop_at_last_layer: bool = True  # cut the gradient pass after the last recorded layer
     step_mode: str = "paper"  # "paper" | "normalized" (see above)
     gradient_checkpointing: bool = False  # recompute the guided pass's activations in its backward
+    motion_prompt: str = "superclass"  # MOTION_PROMPTS: the paper's twin prompt, or "tokens" (beyond it)
 
     def check(self) -> None:
+        require(self.motion_prompt in MOTION_PROMPTS, "motion_prompt",
+                f"expected one of {MOTION_PROMPTS}, got {self.motion_prompt!r}")
         require(self.step_mode in STEP_MODES, "step_mode",
                 f"expected one of {STEP_MODES}, got {self.step_mode!r}")
         require(self.tau >= 0, "tau", f"expected 0 or more guided steps, got {self.tau}")
@@ -424,7 +431,8 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     ``beta_s * eps_sub + beta_m * eps_mot`` from the same weighting of the branch latents (which
     is ``x_t`` itself on unguided steps); the latents stay in fp32. Each subject's maps are
     aligned by position: its token's columns in the prompt against the columns of the very
-    superclass word that replaced it in the twin prompt (``tokens.aligned_subject_columns``).
+    superclass word that replaced it in the twin prompt (``tokens.aligned_subject_columns``);
+    ``scs.motion_prompt="tokens"`` (beyond the paper) gives the motion branch the target prompt itself.
 
     ``motion_adapter``: one name, or several motion adapters active together in the motion branch (each
     adds its delta; weight them with :func:`lora.adapter_scales`). ``settings.subject_early_*`` scale
@@ -436,6 +444,8 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     check_prompt_tokens(prompt, list(superclasses))
     twin, _, cols_sub, cols_mot = aligned_subject_columns(model.tokenizer, prompt, superclasses)
     sub = _Branch(model, subject_adapter, prompt, cols_sub, settings.negative_prompt)
+    if scs.motion_prompt == "tokens":  # beyond the paper: both branches read the same prompt and columns
+        twin, cols_mot = prompt, cols_sub
     mot = _Branch(model, motion_adapter, twin, cols_mot, settings.negative_prompt)
     sched = _scheduler(model, settings.steps)
     steps = len(sched.timesteps)

@@ -74,6 +74,7 @@ class Recipe:
     noise_prior_beta: float = 0.3
     alpha: float | None = None  # SCS alpha0; None: the model's scs_alpha
     beta_s: float = 0.5  # SCS: the subject branch's weight in the DDIM step (the motion branch's is 1 - beta_s)
+    motion_prompt: str = "superclass"  # SCS's motion branch prompt (sampling.MOTION_PROMPTS; "tokens" beyond the paper)
     # beyond the paper, used only where asked (generate's ``early_subject``): CustomCrafter's lower
     # subject-LoRA scale during the first steps, where motion and layout form
     early_subject_scale: float = 0.5
@@ -209,7 +210,7 @@ def generate(model, subject_art, motion_art, prompt: str, recipe: Recipe, seed: 
     return generate_video(model, subject_art, motion_art, prompt, sample_settings(recipe, seed, early_subject),
                           mode=mode, motion_2=motion_2,
                           scs=SCSSettings(tau=recipe.tau if guided else 0, alpha0=recipe.alpha, beta_s=recipe.beta_s,
-                                          beta_m=1.0 - recipe.beta_s),
+                                          beta_m=1.0 - recipe.beta_s, motion_prompt=recipe.motion_prompt),
                           noise_prior_beta=recipe.noise_prior_beta if noise_prior else 0.0)
 
 
