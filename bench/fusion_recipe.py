@@ -106,15 +106,16 @@ def markdown(rows: list[dict]) -> str:
              "own = each subject's LoRA alone, fused = the fused LoRA on one subject, fused two = the fused LoRA "
              "on \"a <s1> and a <s2> approach each other\", SCS = the whole pipeline on \"a <s1> orbits a <s2>\" "
              "(with its motion fidelity, leakage and interaction).", "",
-             "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | prior beta | motion omega | pairs x seeds | own | fused | fused two "
+             "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | prior beta | motion omega | motion rank | pairs x seeds | own | fused | fused two "
              "| SCS | SCS motion | SCS leakage | SCS interaction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rc, m = r["recipe"], r["mean"]
         pair_cell = {st: f"{_cell(m[st]['fidelity'])} / {_cell(m[st]['weaker'])}" for st in STAGES}
         lines.append(f"| {Path(r['model']).name} `{r['model_fingerprint'][:8]}` | {rc['fusion_steps']} | "
                      f"{rc['lambda2']:g} | {rc['tau']} | {_cell(rc['alpha']) if rc['alpha'] is not None else 'model'} | "
                      f"{rc.get('beta_s', 0.5):g} | {rc.get('motion_prompt', 'superclass')} | {rc['noise_prior_beta']:g} | {rc['omega']:g} | "
+                     f"{rc['motion_rank']} | "
                      f"{r['pairs']} x {r['seeds']} | {pair_cell['own']} | "
                      f"{pair_cell['fused']} | {pair_cell['fused_two']} | **{pair_cell['scs']}** | "
                      f"{_cell(m['scs']['motion_fidelity'])} | {_cell(m['scs']['leakage'])} | "
