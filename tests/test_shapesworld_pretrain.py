@@ -131,6 +131,22 @@ def _tokenizer(folder):
     return CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
 
 
+
+
+def test_command_line_overrides_reach_the_run_and_a_bad_share_is_refused(monkeypatch, tmp_path, capsys):
+    """``--lr`` and ``--p-interaction`` replace the preset's fields (a warm start at a lower peak rate and more
+    two-object clips, as the fourth-edition probe ran); a share outside 0..1 is one parser error."""
+    seen = {}
+
+    class Done:
+        status = "complete"
+
+    monkeypatch.setattr(P, "pretrain", lambda out, cfg, *a, **kw: seen.setdefault("cfg", cfg) and Done)
+    assert P.main(["--out", str(tmp_path / "m"), "--preset", "cpu", "--lr", "5e-4", "--p-interaction", "0.7"]) == 0
+    assert seen["cfg"] == replace(P.PRESETS["cpu"], lr=5e-4, p_interaction=0.7)
+    with pytest.raises(SystemExit):
+        P.main(["--out", str(tmp_path / "m"), "--p-interaction", "1.5"])
+    assert "--p-interaction is a share" in capsys.readouterr().err
 def test_tokenizer_makes_every_caption_word_one_token(smoke):
     from transformers import CLIPTokenizer
 
