@@ -142,6 +142,9 @@ def test_command_line_overrides_reach_the_run_and_a_bad_share_is_refused(monkeyp
         status = "complete"
 
     monkeypatch.setattr(P, "pretrain", lambda out, cfg, *a, **kw: seen.setdefault("cfg", cfg) and Done)
+    # main() sets torch's threads from OMP_NUM_THREADS (make test exports 2): that would outlive this test and
+    # undo the module's one thread, so the resume test's runs would reduce in another order than its fixture's
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert P.main(["--out", str(tmp_path / "m"), "--preset", "cpu", "--lr", "5e-4", "--p-interaction", "0.7"]) == 0
     assert seen["cfg"] == replace(P.PRESETS["cpu"], lr=5e-4, p_interaction=0.7)
     with pytest.raises(SystemExit):
