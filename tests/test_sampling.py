@@ -417,8 +417,6 @@ def test_scs_aligns_subject_columns_by_position(model, monkeypatch):
     assert seen == {"sub": cols_p, "mot": cols_t}
 
 
-
-
 def test_motion_branch_reads_the_target_prompt_when_asked(model, monkeypatch):
     """``motion_prompt="tokens"`` (beyond the paper): the motion branch gets the very prompt and columns the
     subject branch gets; the default is the paper's superclass twin; anything else is one input error."""
@@ -441,6 +439,8 @@ def test_motion_branch_reads_the_target_prompt_when_asked(model, monkeypatch):
         assert seen == {"sub": (prompt, cols_p), "mot": expected}
     with pytest.raises(VideoMageInputError, match="motion_prompt"):
         scs_sample(model, prompt, {"<toy>": "toy"}, "sub", "mot", st, SCSSettings(motion_prompt="twin"))
+
+
 def test_normalized_step_is_one_relative_step_at_any_size(custom):
     """step_mode "normalized": alpha_t is the relative step ||step|| / ||x|| of both branches at
     any frame count and size; the paper's mode logs its own (size-dependent) relative step."""

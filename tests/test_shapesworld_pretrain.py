@@ -131,8 +131,6 @@ def _tokenizer(folder):
     return CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
 
 
-
-
 def test_command_line_overrides_reach_the_run_and_a_bad_share_is_refused(monkeypatch, tmp_path, capsys):
     """``--lr`` and ``--p-interaction`` replace the preset's fields (a warm start at a lower peak rate and more
     two-object clips, as the fourth-edition probe ran); a share outside 0..1 is one parser error."""
@@ -150,6 +148,8 @@ def test_command_line_overrides_reach_the_run_and_a_bad_share_is_refused(monkeyp
     with pytest.raises(SystemExit):
         P.main(["--out", str(tmp_path / "m"), "--p-interaction", "1.5"])
     assert "--p-interaction is a share" in capsys.readouterr().err
+
+
 def test_tokenizer_makes_every_caption_word_one_token(smoke):
     from transformers import CLIPTokenizer
 

@@ -444,9 +444,9 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     check_prompt_tokens(prompt, list(superclasses))
     twin, _, cols_sub, cols_mot = aligned_subject_columns(model.tokenizer, prompt, superclasses)
     sub = _Branch(model, subject_adapter, prompt, cols_sub, settings.negative_prompt)
-    if scs.motion_prompt == "tokens":  # beyond the paper: both branches read the same prompt and columns
-        twin, cols_mot = prompt, cols_sub
-    mot = _Branch(model, motion_adapter, twin, cols_mot, settings.negative_prompt)
+    # the paper's twin prompt, or (beyond the paper, "tokens") the subject branch's very prompt and columns
+    mot_prompt, mot_cols = (prompt, cols_sub) if scs.motion_prompt == "tokens" else (twin, cols_mot)
+    mot = _Branch(model, motion_adapter, mot_prompt, mot_cols, settings.negative_prompt)
     sched = _scheduler(model, settings.steps)
     steps = len(sched.timesteps)
     alphas = guidance_step_sizes(scs.alpha(model), steps)

@@ -392,7 +392,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--lr", type=float, help="the UNet's peak learning rate (default: the preset's)")
     p.add_argument("--p-interaction", type=float,
-                   help="share of two-object clips in the UNet's data (default: the preset's, 0.4)")
+                   help="share of two-object clips in the UNet's data, 0 to 1 (default: the preset's)")
     p.add_argument("--init-from", help="a new run only: warm start from this ShapesWorld model folder (its VAE kept)")
     a = p.parse_args(argv)
     cfg = PRESETS[a.preset or ("h200" if a.device.startswith("cuda") else "cpu64")]
