@@ -31,7 +31,8 @@ STAGES = ("own", "fused", "fused_two", "scs")
 #: the recipe fields this probe's rows differ by (training of subjects, fusion and motion are cached
 #: on all of them; sampling fields change only the videos)
 FIELDS = ("subject_steps", "images", "fusion_steps", "lambda2", "lr_lora", "motion_steps", "motion_rank",
-          "omega", "tau", "alpha", "beta_s", "motion_prompt", "noise_prior_beta", "sample_steps", "cfg")
+          "omega", "tau", "alpha", "beta_s", "motion_prompt", "subject_interaction", "noise_prior_beta",
+          "sample_steps", "cfg")
 
 
 def two_subject_scores(frames, pair) -> dict:
@@ -99,22 +100,30 @@ def _cell(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _subject_branch(recipe: dict) -> str:
+    """The subject branch's prompt column: the target prompt, or the pretraining interaction asked for."""
+    return recipe.get("subject_interaction") or "target"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["# Two subjects in one video (the recipe's fusion and sampling stages)", "",
              "Written by `python -m bench.fusion_recipe` (see its docstring). Means over pairs x seeds of subject "
              "fidelity (mean of the two subjects / the weaker one; a missing subject scores 0) at each stage: "
              "own = each subject's LoRA alone, fused = the fused LoRA on one subject, fused two = the fused LoRA "
              "on \"a <s1> and a <s2> approach each other\", SCS = the whole pipeline on \"a <s1> orbits a <s2>\" "
-             "(with its motion fidelity, leakage and interaction).", "",
-             "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | prior beta | motion omega | motion rank | pairs x seeds | own | fused | fused two "
+             "(with its motion fidelity, leakage and interaction). Subject branch prompt: SCS's subject branch reads the "
+             "target prompt (the paper), or a pretraining interaction's caption of the two tokens (beyond the paper: "
+             "\"chase\" is \"a <s1> chases a <s2>\").", "",
+             "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | subject branch prompt | prior beta | motion omega | motion rank | pairs x seeds | own | fused | fused two "
              "| SCS | SCS motion | SCS leakage | SCS interaction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rc, m = r["recipe"], r["mean"]
         pair_cell = {st: f"{_cell(m[st]['fidelity'])} / {_cell(m[st]['weaker'])}" for st in STAGES}
         lines.append(f"| {Path(r['model']).name} `{r['model_fingerprint'][:8]}` | {rc['fusion_steps']} | "
                      f"{rc['lambda2']:g} | {rc['tau']} | {_cell(rc['alpha']) if rc['alpha'] is not None else 'model'} | "
-                     f"{rc.get('beta_s', 0.5):g} | {rc.get('motion_prompt', 'superclass')} | {rc['noise_prior_beta']:g} | {rc['omega']:g} | "
+                     f"{rc.get('beta_s', 0.5):g} | {rc.get('motion_prompt', 'superclass')} | {_subject_branch(rc)} | "
+                     f"{rc['noise_prior_beta']:g} | {rc['omega']:g} | "
                      f"{rc['motion_rank']} | "
                      f"{r['pairs']} x {r['seeds']} | {pair_cell['own']} | "
                      f"{pair_cell['fused']} | {pair_cell['fused_two']} | **{pair_cell['scs']}** | "

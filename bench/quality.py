@@ -67,8 +67,8 @@ from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS, SUPERCLA
 #: The code a cached cell's numbers come from (the detectors and how a video is scored).
 MEASURING_CODE = (Path(C.__file__).with_name("measures.py"), Path(C.__file__).with_name("detection.py"),
                   Path(C.__file__))
-SAMPLING_ONLY = ("alpha", "tau", "beta_s", "motion_prompt", "noise_prior_beta", "sample_steps",
-                 "early_subject_scale", "early_subject_steps")  # not in artifact digests
+SAMPLING_ONLY = ("alpha", "tau", "beta_s", "motion_prompt", "subject_interaction", "noise_prior_beta",
+                 "sample_steps", "early_subject_scale", "early_subject_steps")  # not in artifact digests
 #: Recipe fields a stage's artifacts never read (left out of that stage's digest, so a change of the subject
 #: recipe retrains the subjects and their fusion but reuses the motions, and the other way round). A field
 #: missing here only costs a needless retraining; one wrongly listed would reuse a stale artifact.

@@ -56,3 +56,26 @@ def test_probe_scores_every_stage_and_rows_merge(tmp_path):
 def test_cli_refuses_bad_arguments(argv):
     with pytest.raises(SystemExit):
         FR.main(argv)
+
+
+@pytest.mark.parametrize("interaction, prompt, expected", [
+    ("", "a <a> orbits a <b>", ""),  # the paper: the subject branch reads the target prompt
+    ("chase", "a <a> orbits a <b>", "a <a> chases a <b>"),
+    ("approach", "a <b> jumps over a <a>", "a <b> and a <a> approach each other"),  # the target's order
+])
+def test_subject_branch_prompt_is_a_pretraining_caption_of_the_two_tokens(interaction, prompt, expected):
+    from videomage_core.shapesworld import customization as C
+
+    assert C.subject_branch_prompt(C.Recipe(subject_interaction=interaction), prompt) == expected
+
+
+@pytest.mark.parametrize("interaction, prompt, name", [
+    ("orbit", "a <a> orbits a <b>", "subject_interaction"),  # held out: its verb is the untrained word
+    ("chase", "a <a> orbits a shape", "prompt"),
+])
+def test_subject_branch_prompt_refuses_what_it_cannot_build(interaction, prompt, name):
+    from videomage_core.errors import VideoMageInputError
+    from videomage_core.shapesworld import customization as C
+
+    with pytest.raises(VideoMageInputError, match=name):
+        C.subject_branch_prompt(C.Recipe(subject_interaction=interaction), prompt)

@@ -441,6 +441,32 @@ def test_motion_branch_reads_the_target_prompt_when_asked(model, monkeypatch):
         scs_sample(model, prompt, {"<toy>": "toy"}, "sub", "mot", st, SCSSettings(motion_prompt="twin"))
 
 
+def test_subject_branch_reads_its_own_prompt_when_given(model, monkeypatch):
+    """``subject_prompt`` (beyond the paper): the subject branch gets that prompt, with each subject's columns
+    in it listed in the target prompt's order (so subject k's maps still meet the motion branch's word k);
+    the motion branch keeps the target prompt's twin; a subject prompt missing a token is one input error."""
+    import videomage_core.sampling as S
+
+    add_token(model, "<toy>", init_word="toy")
+    add_token(model, "<pet>", init_word="dog")
+    seen = {}
+    real_branch = S._Branch
+    monkeypatch.setattr(S, "_Branch", lambda m, adapter, prompt, columns, neg:
+                        seen.setdefault(adapter, (prompt, columns)) and real_branch(m, adapter, prompt, columns, neg))
+    inject_lora(model, "sub", "spatial")
+    inject_lora(model, "mot", "temporal")
+    st = SampleSettings(frames=2, height=64, width=64, steps=1, seed=0)
+    supers = {"<toy>": "toy", "<pet>": "dog"}
+    prompt, own = "a <toy> orbits a <pet>", "a <pet> chases a <toy>"
+    _, _, _, cols_twin = aligned_subject_columns(model.tokenizer, prompt, supers)
+    _, order, cols_own, _ = aligned_subject_columns(model.tokenizer, own, supers)
+    assert order == ["<pet>", "<toy>"]  # the subject prompt names them the other way round
+    scs_sample(model, prompt, supers, "sub", "mot", st, SCSSettings(tau=0, subject_prompt=own))
+    assert seen == {"sub": (own, [cols_own[1], cols_own[0]]), "mot": ("a toy orbits a dog", cols_twin)}
+    with pytest.raises(VideoMageInputError, match="subject_prompt"):
+        scs_sample(model, prompt, supers, "sub", "mot", st, SCSSettings(subject_prompt="a <toy> alone"))
+
+
 def test_normalized_step_is_one_relative_step_at_any_size(custom):
     """step_mode "normalized": alpha_t is the relative step ||step|| / ||x|| of both branches at
     any frame count and size; the paper's mode logs its own (size-dependent) relative step."""

@@ -102,6 +102,9 @@ class SCSSettings:
     step_mode: str = "paper"  # "paper" | "normalized" (see above)
     gradient_checkpointing: bool = False  # recompute the guided pass's activations in its backward
     motion_prompt: str = "superclass"  # MOTION_PROMPTS: the paper's twin prompt, or "tokens" (beyond it)
+    # beyond the paper: the subject branch's own prompt, with the same subject tokens, where the target
+    # prompt holds a word the base model never learned (ShapesWorld's held-out verbs); "": the target prompt
+    subject_prompt: str = ""
 
     def check(self) -> None:
         require(self.motion_prompt in MOTION_PROMPTS, "motion_prompt",
@@ -432,7 +435,8 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     is ``x_t`` itself on unguided steps); the latents stay in fp32. Each subject's maps are
     aligned by position: its token's columns in the prompt against the columns of the very
     superclass word that replaced it in the twin prompt (``tokens.aligned_subject_columns``);
-    ``scs.motion_prompt="tokens"`` (beyond the paper) gives the motion branch the target prompt itself.
+    ``scs.motion_prompt="tokens"`` (beyond the paper) gives the motion branch the target prompt itself;
+    ``scs.subject_prompt`` (beyond the paper) gives the subject branch a prompt of its own.
 
     ``motion_adapter``: one name, or several motion adapters active together in the motion branch (each
     adds its delta; weight them with :func:`lora.adapter_scales`). ``settings.subject_early_*`` scale
@@ -442,8 +446,14 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     scs = scs or SCSSettings()
     scs.check()
     check_prompt_tokens(prompt, list(superclasses))
-    twin, _, cols_sub, cols_mot = aligned_subject_columns(model.tokenizer, prompt, superclasses)
-    sub = _Branch(model, subject_adapter, prompt, cols_sub, settings.negative_prompt)
+    twin, order, cols_sub, cols_mot = aligned_subject_columns(model.tokenizer, prompt, superclasses)
+    sub_prompt = prompt
+    if scs.subject_prompt:  # beyond the paper: the subject branch prompted apart from the target prompt
+        check_prompt_tokens(scs.subject_prompt, list(superclasses), "subject_prompt")
+        sub_prompt = scs.subject_prompt
+        _, own_order, own_cols, _ = aligned_subject_columns(model.tokenizer, sub_prompt, superclasses)
+        cols_sub = [own_cols[own_order.index(token)] for token in order]  # each subject against its own
+    sub = _Branch(model, subject_adapter, sub_prompt, cols_sub, settings.negative_prompt)
     # the paper's twin prompt, or (beyond the paper, "tokens") the subject branch's very prompt and columns
     mot_prompt, mot_cols = (prompt, cols_sub) if scs.motion_prompt == "tokens" else (twin, cols_mot)
     mot = _Branch(model, motion_adapter, mot_prompt, mot_cols, settings.negative_prompt)

@@ -12,17 +12,20 @@ Every trained piece is an ordinary engine artifact (:func:`train_subject`, :func
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
+from ..errors import VideoMageInputError
 from . import measures as M
 from .generator import (
     HELD_OUT_INTERACTIONS,
     NAMED_COLOURS,
     NAMED_SHAPES,
     PAIR_SIZE,
+    PRETRAIN_INTERACTIONS,
     SUPERCLASS,
     Clip,
     ObjectSpec,
@@ -75,6 +78,10 @@ class Recipe:
     alpha: float | None = None  # SCS alpha0; None: the model's scs_alpha
     beta_s: float = 0.5  # SCS: the subject branch's weight in the DDIM step (the motion branch's is 1 - beta_s)
     motion_prompt: str = "superclass"  # SCS's motion branch prompt (sampling.MOTION_PROMPTS; "tokens" beyond the paper)
+    # beyond the paper: SCS's subject branch prompted with this pretraining interaction's caption of the two
+    # subjects ("a <s1> chases a <s2>") instead of the target prompt, whose held-out verb ("orbits") no
+    # caption ever showed; "": the target prompt (the paper)
+    subject_interaction: str = ""
     # beyond the paper, used only where asked (generate's ``early_subject``): CustomCrafter's lower
     # subject-LoRA scale during the first steps, where motion and layout form
     early_subject_scale: float = 0.5
@@ -196,6 +203,20 @@ def sample_settings(recipe: Recipe, seed: int, early_subject: bool = False):
                           steps=recipe.sample_steps, cfg=recipe.cfg, seed=seed, **early)
 
 
+def subject_branch_prompt(recipe: Recipe, prompt: str) -> str:
+    """SCS's subject-branch prompt: "" (the target prompt itself), or ``recipe.subject_interaction``'s caption
+    of the target prompt's two subject tokens, in their order."""
+    if not recipe.subject_interaction:
+        return ""
+    if recipe.subject_interaction not in PRETRAIN_INTERACTIONS:
+        raise VideoMageInputError("subject_interaction", f"expected one of {PRETRAIN_INTERACTIONS} or '', got "
+                                                         f"{recipe.subject_interaction!r}")
+    tokens = re.findall(r"<[^<>\s]+>", prompt)
+    if len(tokens) != 2:
+        raise VideoMageInputError("prompt", f"expected two subject tokens, found {tokens} in {prompt!r}")
+    return interaction_prompt(recipe.subject_interaction, f"a {tokens[0]}", f"a {tokens[1]}")
+
+
 def generate(model, subject_art, motion_art, prompt: str, recipe: Recipe, seed: int, mode: str,
              noise_prior: bool = True, guided: bool = True, early_subject: bool = False,
              motion_2=None) -> torch.Tensor:
@@ -210,7 +231,8 @@ def generate(model, subject_art, motion_art, prompt: str, recipe: Recipe, seed: 
     return generate_video(model, subject_art, motion_art, prompt, sample_settings(recipe, seed, early_subject),
                           mode=mode, motion_2=motion_2,
                           scs=SCSSettings(tau=recipe.tau if guided else 0, alpha0=recipe.alpha, beta_s=recipe.beta_s,
-                                          beta_m=1.0 - recipe.beta_s, motion_prompt=recipe.motion_prompt),
+                                          beta_m=1.0 - recipe.beta_s, motion_prompt=recipe.motion_prompt,
+                                          subject_prompt=subject_branch_prompt(recipe, prompt)),
                           noise_prior_beta=recipe.noise_prior_beta if noise_prior else 0.0)
 
 
