@@ -31,7 +31,7 @@ STAGES = ("own", "fused", "fused_two", "scs")
 #: the recipe fields this probe's rows differ by (training of subjects, fusion and motion are cached
 #: on all of them; sampling fields change only the videos)
 FIELDS = ("subject_steps", "images", "fusion_steps", "lambda2", "lr_lora", "motion_steps", "motion_rank",
-          "omega", "tau", "alpha", "beta_s", "motion_prompt", "subject_interaction", "noise_prior_beta",
+          "motion_renderings", "omega", "tau", "alpha", "beta_s", "motion_prompt", "subject_interaction", "noise_prior_beta",
           "sample_steps", "cfg")
 
 
@@ -113,10 +113,11 @@ def markdown(rows: list[dict]) -> str:
              "on \"a <s1> and a <s2> approach each other\", SCS = the whole pipeline on \"a <s1> orbits a <s2>\" "
              "(with its motion fidelity, leakage and interaction). Subject branch prompt: SCS's subject branch reads the "
              "target prompt (the paper), or a pretraining interaction's caption of the two tokens (beyond the paper: "
-             "\"chase\" is \"a <s1> chases a <s2>\").", "",
-             "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | subject branch prompt | prior beta | motion omega | motion rank | pairs x seeds | own | fused | fused two "
+             "\"chase\" is \"a <s1> chases a <s2>\"). Motion looks: the reference clip alone (1, the paper), or with "
+             "renderings of its paths in random hues and shapes (beyond the paper, `Recipe.motion_renderings`).", "",
+             "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | subject branch prompt | prior beta | motion omega | motion rank | motion looks | pairs x seeds | own | fused | fused two "
              "| SCS | SCS motion | SCS leakage | SCS interaction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rc, m = r["recipe"], r["mean"]
         pair_cell = {st: f"{_cell(m[st]['fidelity'])} / {_cell(m[st]['weaker'])}" for st in STAGES}
@@ -124,7 +125,7 @@ def markdown(rows: list[dict]) -> str:
                      f"{rc['lambda2']:g} | {rc['tau']} | {_cell(rc['alpha']) if rc['alpha'] is not None else 'model'} | "
                      f"{rc.get('beta_s', 0.5):g} | {rc.get('motion_prompt', 'superclass')} | {_subject_branch(rc)} | "
                      f"{rc['noise_prior_beta']:g} | {rc['omega']:g} | "
-                     f"{rc['motion_rank']} | "
+                     f"{rc['motion_rank']} | {1 + rc.get('motion_renderings', 0)} | "
                      f"{r['pairs']} x {r['seeds']} | {pair_cell['own']} | "
                      f"{pair_cell['fused']} | {pair_cell['fused_two']} | **{pair_cell['scs']}** | "
                      f"{_cell(m['scs']['motion_fidelity'])} | {_cell(m['scs']['leakage'])} | "

@@ -73,11 +73,11 @@ SAMPLING_ONLY = ("alpha", "tau", "beta_s", "motion_prompt", "subject_interaction
 #: recipe retrains the subjects and their fusion but reuses the motions, and the other way round). A field
 #: missing here only costs a needless retraining; one wrongly listed would reuse a stale artifact.
 NOT_READ_BY = {
-    "subject": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "fusion_steps",
-                "lambda2", "generation_steps"),
+    "subject": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
+                "fusion_steps", "lambda2", "generation_steps"),
     "motion": ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks",
                "fusion_steps", "lambda2", "generation_steps"),
-    "fusion": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega"),
+    "fusion": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings"),
 }
 MOTION_ROWS = ("motion_before", "motion_after", "motion_lora_only", "motion_prior_only")
 SCALES = {

@@ -417,9 +417,9 @@ def test_scs_aligns_subject_columns_by_position(model, monkeypatch):
     assert seen == {"sub": cols_p, "mot": cols_t}
 
 
-def test_motion_branch_reads_the_target_prompt_when_asked(model, monkeypatch):
-    """``motion_prompt="tokens"`` (beyond the paper): the motion branch gets the very prompt and columns the
-    subject branch gets; the default is the paper's superclass twin; anything else is one input error."""
+def _recorded_branches(model, monkeypatch):
+    """A "<toy>" token, adapters "sub" and "mot", one-step settings, and a dict that records each SCS branch's
+    ``(prompt, columns)`` by adapter as the sampler builds it."""
     import videomage_core.sampling as S
 
     add_token(model, "<toy>", init_word="toy")
@@ -429,7 +429,13 @@ def test_motion_branch_reads_the_target_prompt_when_asked(model, monkeypatch):
                         seen.setdefault(adapter, (prompt, columns)) and real_branch(m, adapter, prompt, columns, neg))
     inject_lora(model, "sub", "spatial")
     inject_lora(model, "mot", "temporal")
-    st = SampleSettings(frames=2, height=64, width=64, steps=1, seed=0)
+    return seen, SampleSettings(frames=2, height=64, width=64, steps=1, seed=0)
+
+
+def test_motion_branch_reads_the_target_prompt_when_asked(model, monkeypatch):
+    """``motion_prompt="tokens"`` (beyond the paper): the motion branch gets the very prompt and columns the
+    subject branch gets; the default is the paper's superclass twin; anything else is one input error."""
+    seen, st = _recorded_branches(model, monkeypatch)
     prompt = "a <toy> rides"
     _, _, cols_p, cols_t = aligned_subject_columns(model.tokenizer, prompt, {"<toy>": "toy"})
     for mode, expected in ((None, ("a toy rides", cols_t)), ("tokens", (prompt, cols_p))):
@@ -445,17 +451,8 @@ def test_subject_branch_reads_its_own_prompt_when_given(model, monkeypatch):
     """``subject_prompt`` (beyond the paper): the subject branch gets that prompt, with each subject's columns
     in it listed in the target prompt's order (so subject k's maps still meet the motion branch's word k);
     the motion branch keeps the target prompt's twin; a subject prompt missing a token is one input error."""
-    import videomage_core.sampling as S
-
-    add_token(model, "<toy>", init_word="toy")
+    seen, st = _recorded_branches(model, monkeypatch)
     add_token(model, "<pet>", init_word="dog")
-    seen = {}
-    real_branch = S._Branch
-    monkeypatch.setattr(S, "_Branch", lambda m, adapter, prompt, columns, neg:
-                        seen.setdefault(adapter, (prompt, columns)) and real_branch(m, adapter, prompt, columns, neg))
-    inject_lora(model, "sub", "spatial")
-    inject_lora(model, "mot", "temporal")
-    st = SampleSettings(frames=2, height=64, width=64, steps=1, seed=0)
     supers = {"<toy>": "toy", "<pet>": "dog"}
     prompt, own = "a <toy> orbits a <pet>", "a <pet> chases a <toy>"
     _, _, _, cols_twin = aligned_subject_columns(model.tokenizer, prompt, supers)
@@ -463,6 +460,9 @@ def test_subject_branch_reads_its_own_prompt_when_given(model, monkeypatch):
     assert order == ["<pet>", "<toy>"]  # the subject prompt names them the other way round
     scs_sample(model, prompt, supers, "sub", "mot", st, SCSSettings(tau=0, subject_prompt=own))
     assert seen == {"sub": (own, [cols_own[1], cols_own[0]]), "mot": ("a toy orbits a dog", cols_twin)}
+    seen.clear()  # with the motion branch on the target prompt itself, it keeps the target's columns
+    scs_sample(model, prompt, supers, "sub", "mot", st, SCSSettings(tau=0, subject_prompt=own, motion_prompt="tokens"))
+    assert seen["mot"] == (prompt, aligned_subject_columns(model.tokenizer, prompt, supers)[2])
     with pytest.raises(VideoMageInputError, match="subject_prompt"):
         scs_sample(model, prompt, supers, "sub", "mot", st, SCSSettings(subject_prompt="a <toy> alone"))
 

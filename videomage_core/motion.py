@@ -97,12 +97,21 @@ def reference_clip_latents(model, video: torch.Tensor, frames: int, height: int,
 
 
 def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: torch.Tensor | None = None,
-                 callback=None, cancel=None, checkpoint_path=None, stop_after: int | None = None) -> LoraArtifact:
+                 callback=None, cancel=None, checkpoint_path=None, stop_after: int | None = None,
+                 renderings: list[torch.Tensor] | None = None) -> LoraArtifact:
     """Learn a motion from one reference video. ``masks``: one mask per reference subject for the
     chosen frame (``[N, H, W]``), optional. Returns the artifact; the model is left as it was.
     ``stop_after`` interrupts the LoRA stage after that many steps (resumable from the checkpoint).
+    ``renderings`` (beyond the paper): other videos of the very same motion, of the reference's shape, in
+    other looks; each LoRA step then trains on the reference or one of them, drawn uniformly, so the LoRA
+    cannot keep the reference's appearance. The textual inversion, ``c_ap`` and the noise prior's latents
+    stay the reference's.
     """
     video = check_video(video, "video")
+    renderings = [check_video(r, "renderings") for r in renderings or []]
+    require(all(r.shape == video.shape for r in renderings), "renderings",
+            f"expected videos of the reference's shape {tuple(video.shape)}, got "
+            f"{[tuple(r.shape) for r in renderings if r.shape != video.shape]}")
     check_size(settings.width, settings.height)
     words = [w.strip() for w in settings.reference_words if w and w.strip()]
     require(len(words) >= 1, "reference_words", "name the reference video's subjects (e.g. 'person, horse')")
@@ -117,8 +126,11 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
         masks = check_masks(masks, frame[None].expand(len(words), -1, -1, -1), "masks", "reference frame")
     settings = replace(settings, frames=int(settings.frames or model.default("frames", 24)))
     x_video, indices = reference_clip_latents(model, video, settings.frames, settings.height, settings.width)
+    x_videos = [x_video] + [reference_clip_latents(model, r, settings.frames, settings.height, settings.width)[0]
+                            for r in renderings]
     gen = torch.Generator().manual_seed(int(settings.seed))
-    run = run_key(model, settings, {"video": video, "masks": masks}) if checkpoint_path else ""
+    inputs = {"video": video, "masks": masks, **({"renderings": torch.stack(renderings)} if renderings else {})}
+    run = run_key(model, settings, inputs) if checkpoint_path else ""
 
     # Step 1: textual inversion of the reference subjects on one frame.
     tokens = reference_tokens(video, words, settings.seed)
@@ -165,14 +177,17 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
         loss_scale = LossScale.for_model(model)  # fp16: scaled backward, unscaled by the loop
 
         def step_fn(step):
-            noise = randn(x_video.shape, gen, model)
+            # the reference, or (with renderings) one of its looks; no draw without them, so the paper's
+            # path consumes the generator exactly as before
+            x0 = x_videos[int(torch.randint(len(x_videos), (1,), generator=gen))] if renderings else x_video
+            noise = randn(x0.shape, gen, model)
             t = sample_timesteps(model, 1, gen)
-            x_t = add_noise(model, x_video, noise, t)
+            x_t = add_noise(model, x0, noise, t)
             eps_ap = None
             if settings.omega != 0:
                 with torch.no_grad(), adapters_active(model, []):
                     eps_ap = predict_noise(model, x_t, t, text_ap)
-            target = appearance_free_target(training_target(model, x_video, noise), eps_ap, settings.omega)
+            target = appearance_free_target(training_target(model, x0, noise), eps_ap, settings.omega)
             with adapters_active(model, [adapter]):  # backward too: checkpointing recomputes
                 loss = motion_loss(predict_noise(model, x_t, t, text_m), target)
                 loss_scale.backward(loss)
@@ -190,7 +205,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
             superclasses=dict(zip(tokens, words)), base_fingerprint=model.fingerprint, base=model.family.NAME,
             train_args={**asdict(settings), "reference_frames": int(video.shape[0]),
                         "motion_frames": len(indices), "frame_indices": indices,
-                        "masks": masks is not None, "resumed_from": result.resumed_from,
+                        "masks": masks is not None, "renderings": len(renderings), "resumed_from": result.resumed_from,
                         "seconds": round(result.seconds, 3)},
             losses=result.losses,
             info={"motion_prompt": settings.motion_prompt, "appearance_prompt": c_ap,

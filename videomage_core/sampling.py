@@ -446,16 +446,16 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
     scs = scs or SCSSettings()
     scs.check()
     check_prompt_tokens(prompt, list(superclasses))
-    twin, order, cols_sub, cols_mot = aligned_subject_columns(model.tokenizer, prompt, superclasses)
-    sub_prompt = prompt
+    twin, order, cols_target, cols_twin = aligned_subject_columns(model.tokenizer, prompt, superclasses)
+    sub_prompt, cols_sub = prompt, cols_target
     if scs.subject_prompt:  # beyond the paper: the subject branch prompted apart from the target prompt
         check_prompt_tokens(scs.subject_prompt, list(superclasses), "subject_prompt")
         sub_prompt = scs.subject_prompt
         _, own_order, own_cols, _ = aligned_subject_columns(model.tokenizer, sub_prompt, superclasses)
         cols_sub = [own_cols[own_order.index(token)] for token in order]  # each subject against its own
     sub = _Branch(model, subject_adapter, sub_prompt, cols_sub, settings.negative_prompt)
-    # the paper's twin prompt, or (beyond the paper, "tokens") the subject branch's very prompt and columns
-    mot_prompt, mot_cols = (prompt, cols_sub) if scs.motion_prompt == "tokens" else (twin, cols_mot)
+    # the paper's twin prompt, or (beyond the paper, "tokens") the target prompt itself, with its columns
+    mot_prompt, mot_cols = (prompt, cols_target) if scs.motion_prompt == "tokens" else (twin, cols_twin)
     mot = _Branch(model, motion_adapter, mot_prompt, mot_cols, settings.negative_prompt)
     sched = _scheduler(model, settings.steps)
     steps = len(sched.timesteps)

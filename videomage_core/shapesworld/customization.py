@@ -26,11 +26,13 @@ from .generator import (
     NAMED_SHAPES,
     PAIR_SIZE,
     PRETRAIN_INTERACTIONS,
+    SHAPES,
     SUPERCLASS,
     Clip,
     ObjectSpec,
     hue_distance,
     interaction_prompt,
+    render_clip,
     render_subject_images,
     sample_interaction,
     sample_object,
@@ -82,6 +84,10 @@ class Recipe:
     # subjects ("a <s1> chases a <s2>") instead of the target prompt, whose held-out verb ("orbits") no
     # caption ever showed; "": the target prompt (the paper)
     subject_interaction: str = ""
+    # beyond the paper: the motion LoRA also trains on this many renderings of the reference clip's very paths
+    # with every object re-hued and re-shaped at random (motion.train_motion's ``renderings``), so it cannot
+    # keep the reference's looks; 0: the reference alone (the paper)
+    motion_renderings: int = 0
     # beyond the paper, used only where asked (generate's ``early_subject``): CustomCrafter's lower
     # subject-LoRA scale during the first steps, where motion and layout form
     early_subject_scale: float = 0.5
@@ -167,7 +173,20 @@ def train_motion_artifact(model, reference: Clip, recipe: Recipe, seed: int, ome
                               width=recipe.size, coverage=recipe.motion_coverage)
     video = torch.from_numpy(reference.frames).float()
     masks = torch.from_numpy(reference.masks[:, reference.frames.shape[0] // 2]).float()
-    return train_motion(model, video, settings, masks=masks, callback=callback)
+    renderings = [torch.from_numpy(c.frames).float() for c in other_looks(reference, recipe.motion_renderings, seed)]
+    return train_motion(model, video, settings, masks=masks, callback=callback, renderings=renderings)
+
+
+def other_looks(reference: Clip, n: int, seed: int) -> list[Clip]:
+    """``n`` renderings of ``reference``'s very paths, sizes and background, each object of a random hue and
+    shape (any of the world's): the same motion in other looks."""
+    rng = np.random.default_rng([seed, 7919])
+    looks = []
+    for _ in range(n):
+        objects = tuple(replace(o, hue=float(rng.uniform(0, 360)), shape=str(rng.choice(SHAPES)))
+                        for o in reference.spec.objects)
+        looks.append(render_clip(replace(reference.spec, objects=objects)))
+    return looks
 
 
 def train_motiondirector_artifact(model, reference: Clip, recipe: Recipe, seed: int, callback=None):
