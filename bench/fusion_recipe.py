@@ -31,8 +31,8 @@ STAGES = ("own", "fused", "fused_two", "scs")
 #: the recipe fields this probe's rows differ by (training of subjects, fusion and motion are cached
 #: on all of them; sampling fields change only the videos)
 FIELDS = ("subject_steps", "images", "fusion_steps", "lambda2", "lr_lora", "motion_steps", "motion_rank",
-          "motion_renderings", "omega", "tau", "alpha", "beta_s", "motion_prompt", "subject_interaction", "noise_prior_beta",
-          "sample_steps", "cfg")
+          "motion_renderings", "omega", "tau", "alpha", "beta_s", "motion_prompt", "subject_interaction",
+          "noise_prior_beta", "sample_steps", "cfg")
 
 
 def two_subject_scores(frames, pair) -> dict:

@@ -14,6 +14,8 @@ from torch import nn
 from .errors import VideoMageInputError, require
 
 TOKEN_PATTERN = re.compile(r"^<[A-Za-z0-9_\-]{1,40}>$")
+#: a learned token's form where it stands in a prompt ("a <toy> rides a <ref1_3fa2c1>")
+TOKEN_IN_TEXT = re.compile(r"<[A-Za-z0-9_\-]+>")
 
 
 class TokenEmbeddings(nn.Module):
@@ -142,7 +144,7 @@ def _superclass_twin(prompt: str, superclasses: dict[str, str]) -> tuple[str, li
             spans.append((m.group(), (m.start(), m.end()), (len(twin), len(twin) + len(word))))
             twin, last = twin + word, m.end()
     twin += prompt[last:]
-    left = re.findall(r"<[A-Za-z0-9_\-]+>", twin)
+    left = TOKEN_IN_TEXT.findall(twin)
     if left:
         raise VideoMageInputError("prompt", f"tokens {left} have no superclass word (known: "
                                   f"{sorted(superclasses)})")

@@ -12,13 +12,13 @@ Every trained piece is an ordinary engine artifact (:func:`train_subject`, :func
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
 from ..errors import VideoMageInputError
+from ..tokens import TOKEN_IN_TEXT
 from . import measures as M
 from .generator import (
     HELD_OUT_INTERACTIONS,
@@ -230,7 +230,7 @@ def subject_branch_prompt(recipe: Recipe, prompt: str) -> str:
     if recipe.subject_interaction not in PRETRAIN_INTERACTIONS:
         raise VideoMageInputError("subject_interaction", f"expected one of {PRETRAIN_INTERACTIONS} or '', got "
                                                          f"{recipe.subject_interaction!r}")
-    tokens = re.findall(r"<[^<>\s]+>", prompt)
+    tokens = TOKEN_IN_TEXT.findall(prompt)
     if len(tokens) != 2:
         raise VideoMageInputError("prompt", f"expected two subject tokens, found {tokens} in {prompt!r}")
     return interaction_prompt(recipe.subject_interaction, f"a {tokens[0]}", f"a {tokens[1]}")
