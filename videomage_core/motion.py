@@ -129,7 +129,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     x_videos = [x_video] + [reference_clip_latents(model, r, settings.frames, settings.height, settings.width)[0]
                             for r in renderings]
     gen = torch.Generator().manual_seed(int(settings.seed))
-    inputs = {"video": video, "masks": masks, **({"renderings": torch.stack(renderings)} if renderings else {})}
+    inputs = {"video": video, "masks": masks, **{f"rendering{i}": r for i, r in enumerate(renderings)}}
     run = run_key(model, settings, inputs) if checkpoint_path else ""
 
     # Step 1: textual inversion of the reference subjects on one frame.
