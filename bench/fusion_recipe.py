@@ -31,7 +31,7 @@ STAGES = ("own", "fused", "fused_two", "scs")
 #: the recipe fields this probe's rows differ by (training of subjects, fusion and motion are cached
 #: on all of them; sampling fields change only the videos)
 FIELDS = ("subject_steps", "images", "fusion_steps", "lambda2", "lr_lora", "motion_steps", "motion_rank",
-          "motion_renderings", "omega", "tau", "alpha", "beta_s", "motion_prompt", "subject_interaction",
+          "motion_renderings", "motion_prior_from", "omega", "tau", "alpha", "beta_s", "motion_prompt", "subject_interaction",
           "noise_prior_beta", "sample_steps", "cfg")
 
 
@@ -105,6 +105,12 @@ def _subject_branch(recipe: dict) -> str:
     return recipe.get("subject_interaction") or "target"
 
 
+def _prior(recipe: dict) -> str:
+    """The prior's beta, and what it inverts where that is not the reference (beyond the paper)."""
+    source = recipe.get("motion_prior_from", "reference")
+    return f"{recipe['noise_prior_beta']:g}" + ("" if source == "reference" else f" of {source}")
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["# Two subjects in one video (the recipe's fusion and sampling stages)", "",
              "Written by `python -m bench.fusion_recipe` (see its docstring). Means over pairs x seeds of subject "
@@ -114,18 +120,20 @@ def markdown(rows: list[dict]) -> str:
              "(with its motion fidelity, leakage and interaction). Subject branch prompt: SCS's subject branch reads the "
              "target prompt (the paper), or a pretraining interaction's caption of the two tokens (beyond the paper: "
              "\"chase\" is \"a <s1> chases a <s2>\"). Motion looks: the reference clip alone (1, the paper), or with "
-             "renderings of its paths in random hues and shapes (beyond the paper, `Recipe.motion_renderings`).", "",
-             "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | subject branch prompt | prior beta | motion omega | motion rank | motion looks | pairs x seeds | own | fused | fused two "
+             "renderings of its paths in random hues and shapes (beyond the paper, `Recipe.motion_renderings`). Prior beta "
+             "\"of looks\": the noise prior inverts the mean latents of the reference and its renderings instead of "
+             "the reference's (beyond the paper, `Recipe.motion_prior_from`).", "",
+             "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | subject branch prompt | prior beta | motion omega | motion rank | motion steps | motion looks | pairs x seeds | own | fused | fused two "
              "| SCS | SCS motion | SCS leakage | SCS interaction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rc, m = r["recipe"], r["mean"]
         pair_cell = {st: f"{_cell(m[st]['fidelity'])} / {_cell(m[st]['weaker'])}" for st in STAGES}
         lines.append(f"| {Path(r['model']).name} `{r['model_fingerprint'][:8]}` | {rc['fusion_steps']} | "
                      f"{rc['lambda2']:g} | {rc['tau']} | {_cell(rc['alpha']) if rc['alpha'] is not None else 'model'} | "
                      f"{rc.get('beta_s', 0.5):g} | {rc.get('motion_prompt', 'superclass')} | {_subject_branch(rc)} | "
-                     f"{rc['noise_prior_beta']:g} | {rc['omega']:g} | "
-                     f"{rc['motion_rank']} | {1 + rc.get('motion_renderings', 0)} | "
+                     f"{_prior(rc)} | {rc['omega']:g} | "
+                     f"{rc['motion_rank']} | {rc['motion_steps']} | {1 + rc.get('motion_renderings', 0)} | "
                      f"{r['pairs']} x {r['seeds']} | {pair_cell['own']} | "
                      f"{pair_cell['fused']} | {pair_cell['fused_two']} | **{pair_cell['scs']}** | "
                      f"{_cell(m['scs']['motion_fidelity'])} | {_cell(m['scs']['leakage'])} | "

@@ -74,10 +74,11 @@ SAMPLING_ONLY = ("alpha", "tau", "beta_s", "motion_prompt", "subject_interaction
 #: missing here only costs a needless retraining; one wrongly listed would reuse a stale artifact.
 NOT_READ_BY = {
     "subject": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
-                "fusion_steps", "lambda2", "generation_steps"),
+                "motion_prior_from", "fusion_steps", "lambda2", "generation_steps"),
     "motion": ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks",
                "fusion_steps", "lambda2", "generation_steps"),
-    "fusion": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings"),
+    "fusion": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
+               "motion_prior_from"),
 }
 MOTION_ROWS = ("motion_before", "motion_after", "motion_lora_only", "motion_prior_only")
 SCALES = {

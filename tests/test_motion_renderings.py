@@ -41,6 +41,31 @@ def test_each_lora_step_trains_on_the_reference_or_a_rendering(model, monkeypatc
     assert all(torch.equal(x0, latents[0]) for x0 in seen) and plain.train_args["renderings"] == 0
 
 
+def test_the_noise_prior_can_invert_the_mean_of_all_looks(model):
+    """``noise_prior_from="looks"``: the artifact's prior latents are the mean of the reference's and the
+    renderings' latents (the same float32 tensors averaged the same way, so exactly equal)."""
+    from dataclasses import replace
+
+    video, looks = _video(0), [_video(1), _video(2)]
+    latents = [encode_video(model, v).float() for v in [video, *looks]]
+    art = train_motion(model, video, replace(SETTINGS, steps=1, noise_prior_from="looks"), renderings=looks)
+    assert torch.equal(art.reference_latents, torch.stack(latents).mean(0))
+    assert not torch.equal(art.reference_latents, latents[0])
+    assert art.train_args["noise_prior_from"] == "looks"
+
+
+@pytest.mark.parametrize("source, renderings, message", [
+    ("looks", 0, "give renderings"),  # nothing to average the reference with
+    ("mean", 1, "expected one of"),  # not a source
+])
+def test_a_prior_source_that_cannot_be_built_is_one_input_error(model, source, renderings, message):
+    from dataclasses import replace
+
+    with pytest.raises(VideoMageInputError, match=f"noise_prior_from.*{message}"):
+        train_motion(model, _video(0), replace(SETTINGS, noise_prior_from=source),
+                     renderings=[_video(1)] * renderings)
+
+
 def test_a_rendering_of_another_shape_is_one_input_error(model):
     with pytest.raises(VideoMageInputError, match="renderings"):
         train_motion(model, _video(0), SETTINGS, renderings=[_video(1, frames=5)])

@@ -52,6 +52,20 @@ class MotionSettings:
     gradient_checkpointing: bool | str = "auto"  # "auto": on when the step would not fit the GPU (preflight)
     coverage: str = "attention"  # the LoRA's layers: the temporal attention projections (the paper), or
     # "all_linear": every Linear of the temporal transformers (MotionDirector; ZeroScope only)
+    # beyond the paper: the latents the noise prior inverts ("reference": the reference clip's, the paper;
+    # "looks": the mean of the reference's and its renderings' latents, the same paths with their looks averaged)
+    noise_prior_from: str = "reference"
+
+
+NOISE_PRIOR_SOURCES = ("reference", "looks")
+
+
+def prior_latents(x_videos: list[torch.Tensor], source: str = "reference") -> torch.Tensor:
+    """The latents a motion's noise prior inverts: the reference's (``x_videos[0]``, the paper), or with
+    "looks" (beyond the paper) their mean over the reference and its renderings, whose paths are the same
+    and whose looks differ, so what the mean keeps is mostly where things are."""
+    x = x_videos[0] if source == "reference" else torch.stack(x_videos).mean(0)
+    return x.detach().float().cpu()
 
 
 def appearance_prompt(tokens: list[str], template: str = APPEARANCE_TEMPLATE) -> str:
@@ -104,8 +118,8 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     ``stop_after`` interrupts the LoRA stage after that many steps (resumable from the checkpoint).
     ``renderings`` (beyond the paper): other videos of the very same motion, of the reference's shape, in
     other looks; each LoRA step then trains on the reference or one of them, drawn uniformly, so the LoRA
-    cannot keep the reference's appearance. The textual inversion, ``c_ap`` and the noise prior's latents
-    stay the reference's.
+    cannot keep the reference's appearance. The textual inversion and ``c_ap`` stay the reference's; the noise
+    prior's latents too, unless ``settings.noise_prior_from`` is "looks" (their mean over all the videos).
     """
     video = check_video(video, "video")
     renderings = [check_video(r, "renderings") for r in renderings or []]
@@ -118,6 +132,10 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     require(bool(settings.motion_prompt and settings.motion_prompt.strip()), "motion_prompt",
             "describe the motion, e.g. 'a person riding a horse'")
     require(settings.steps >= 1 and settings.inversion_steps >= 0, "steps", "expected steps >= 1")
+    require(settings.noise_prior_from in NOISE_PRIOR_SOURCES, "noise_prior_from",
+            f"expected one of {NOISE_PRIOR_SOURCES}, got {settings.noise_prior_from!r}")
+    require(settings.noise_prior_from == "reference" or renderings, "noise_prior_from",
+            "'looks' averages the reference with its renderings: give renderings")
     lora_targets(model, "temporal", settings.coverage)  # an unknown coverage is refused before any work
     index = video.shape[0] // 2 if settings.frame_index is None else settings.frame_index
     require(0 <= index < video.shape[0], "frame_index", f"expected 0..{video.shape[0] - 1}, got {index}")
@@ -212,7 +230,7 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
                   "inversion_losses": [round(x, 6) for x in ti_losses],
                   "whole_frame_inversion": masks is None, "motion_frames": len(indices),
                   "frame_indices": indices},
-            reference_latents=x_video.detach().float().cpu(), coverage=settings.coverage)
+            reference_latents=prior_latents(x_videos, settings.noise_prior_from), coverage=settings.coverage)
     finally:
         set_gradient_checkpointing(model.unet, False)
         delete_lora(model, adapter)

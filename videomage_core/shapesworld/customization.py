@@ -88,6 +88,9 @@ class Recipe:
     # with every object re-hued and re-shaped at random (motion.train_motion's ``renderings``), so it cannot
     # keep the reference's looks; 0: the reference alone (the paper)
     motion_renderings: int = 0
+    # beyond the paper: what the noise prior inverts: "reference" (the paper) or "looks", the mean latents of the
+    # reference and its ``motion_renderings`` (motion.MotionSettings.noise_prior_from)
+    motion_prior_from: str = "reference"
     # beyond the paper, used only where asked (generate's ``early_subject``): CustomCrafter's lower
     # subject-LoRA scale during the first steps, where motion and layout form
     early_subject_scale: float = 0.5
@@ -170,7 +173,8 @@ def train_motion_artifact(model, reference: Clip, recipe: Recipe, seed: int, ome
                               omega=recipe.omega if omega is None else omega, steps=recipe.motion_steps,
                               inversion_steps=recipe.inversion_steps, rank=recipe.motion_rank or recipe.rank,
                               lr_lora=recipe.lr_lora, lr_token=recipe.lr_token, seed=seed, height=recipe.size,
-                              width=recipe.size, coverage=recipe.motion_coverage)
+                              width=recipe.size, coverage=recipe.motion_coverage,
+                              noise_prior_from=recipe.motion_prior_from)
     video = torch.from_numpy(reference.frames).float()
     masks = torch.from_numpy(reference.masks[:, reference.frames.shape[0] // 2]).float()
     renderings = [torch.from_numpy(c.frames).float() for c in other_looks(reference, recipe.motion_renderings, seed)]
