@@ -284,6 +284,14 @@ def _fmt(s: dict) -> str:
     return f"{s['mean']:.3f} ± {s['ci95']:.3f}" if s.get("ci95") is not None else f"{s['mean']:.3f}"
 
 
+def _renderings_note(recipe: dict) -> str:
+    """What the recipe's motion LoRAs train on, where it goes beyond the paper (``Recipe.motion_renderings``)."""
+    n = recipe.get("motion_renderings", 0)
+    return (f" Beyond the paper, VideoMage's motion LoRAs (and w/o L_mot's) train on their reference and {n} "
+            "renderings of its paths in random hues and shapes (`Recipe.motion_renderings`); MotionDirector's, "
+            "on the reference alone.") if n else ""
+
+
 def markdown(result: dict) -> str:
     b, c, s = result["base"], result["customization"], result["settings"]
     ceil = c.get("vae_ceiling", {})
@@ -311,7 +319,8 @@ def markdown(result: dict) -> str:
               "reference's inverted noise (the noise prior, beta "
               f"{s['recipe']['noise_prior_beta']}). Each half alone: LoRA with fresh noise "
               f"{_fmt(c.get('motion_lora_only', {}))}, noise prior on the base model "
-              f"{_fmt(c.get('motion_prior_only', {}))}."),
+              f"{_fmt(c.get('motion_prior_only', {}))}."
+              + _renderings_note(s['recipe'])),
          "", "### Methods (as the paper's Tables 1-2)", "",
          "| method | subject fidelity | motion fidelity | leakage (lower) | binding | temporal consistency | "
          "interaction | failed videos |", "|---|---|---|---|---|---|---|---|"]
