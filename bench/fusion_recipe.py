@@ -31,8 +31,8 @@ STAGES = ("own", "fused", "fused_two", "scs")
 #: the recipe fields this probe's rows differ by (training of subjects, fusion and motion are cached
 #: on all of them; sampling fields change only the videos)
 FIELDS = ("subject_steps", "images", "fusion_steps", "lambda2", "lr_lora", "motion_steps", "motion_rank",
-          "motion_renderings", "motion_prior_from", "omega", "tau", "alpha", "beta_s", "motion_prompt", "subject_interaction",
-          "noise_prior_beta", "sample_steps", "cfg")
+          "motion_renderings", "motion_prior_from", "omega", "tau", "alpha", "beta_s", "motion_prompt",
+          "subject_interaction", "noise_prior_beta", "sample_steps", "cfg")
 
 
 def two_subject_scores(frames, pair) -> dict:
@@ -120,8 +120,8 @@ def markdown(rows: list[dict]) -> str:
              "(with its motion fidelity, leakage and interaction). Subject branch prompt: SCS's subject branch reads the "
              "target prompt (the paper), or a pretraining interaction's caption of the two tokens (beyond the paper: "
              "\"chase\" is \"a <s1> chases a <s2>\"). Motion looks: the reference clip alone (1, the paper), or with "
-             "renderings of its paths in random hues and shapes (beyond the paper, `Recipe.motion_renderings`). Prior beta "
-             "\"of looks\": the noise prior inverts the mean latents of the reference and its renderings instead of "
+             "renderings of its paths in random hues and shapes (beyond the paper, `Recipe.motion_renderings`). "
+             "Prior beta \"of looks\": the noise prior inverts the mean latents of the reference and its renderings instead of "
              "the reference's (beyond the paper, `Recipe.motion_prior_from`).", "",
              "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | subject branch prompt | prior beta | motion omega | motion rank | motion steps | motion looks | pairs x seeds | own | fused | fused two "
              "| SCS | SCS motion | SCS leakage | SCS interaction |",

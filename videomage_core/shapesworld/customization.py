@@ -76,8 +76,8 @@ class Recipe:
     # model (bench/subject_recipe.md: 0.53 against 0.37 for 4 masked images; the paper learns from 3-5)
     subject_masks: bool = False  # True: L_sub on the subject's pixels only (our MASK input); False: whole
     # images, as the paper trains
-    noise_prior_beta: float = 0.1  # with the renderings below: the subjects drawn best in SCS (bench/fusion_recipe.md:
-    # weaker subject 0.26 against 0.08 at 0.3, motion 0.69 against 0.94); 0.3 with the reference alone (the paper)
+    noise_prior_beta: float = 0.1  # with the renderings below; 0.3 with the reference alone (the paper's
+    # recipe here, docs/shapesworld.md)
     alpha: float | None = None  # SCS alpha0; None: the model's scs_alpha
     beta_s: float = 0.5  # SCS: the subject branch's weight in the DDIM step (the motion branch's is 1 - beta_s)
     motion_prompt: str = "superclass"  # SCS's motion branch prompt (sampling.MOTION_PROMPTS; "tokens" beyond the paper)
@@ -87,8 +87,9 @@ class Recipe:
     subject_interaction: str = ""
     # beyond the paper: the motion LoRA also trains on this many renderings of the reference clip's very paths
     # with every object re-hued and re-shaped at random (motion.train_motion's ``renderings``), so it cannot
-    # keep the reference's looks; 0: the reference alone (the paper). 8: SCS draws the subjects best (with a
-    # prior of 0.1: bench/fusion_recipe.md, weaker subject 0.26 against 0.09 for the reference alone)
+    # keep the reference's looks; 0: the reference alone (the paper). 8 with the prior at 0.1 trades motion for
+    # subjects (make quality, 6 cells: VideoMage's subjects 0.15 -> 0.35, leakage 0.57 -> 0.40, motion 0.99 ->
+    # 0.47; the motion stage 0.76 -> 0.85; docs/shapesworld.md "The renderings recipe")
     motion_renderings: int = 8
     # beyond the paper: what the noise prior inverts: "reference" (the paper) or "looks", the mean latents of the
     # reference and its ``motion_renderings`` (motion.MotionSettings.noise_prior_from)
