@@ -58,7 +58,6 @@ def probe(model_dir: Path, variant: str, motion: str = "orbit", steps: int = 100
     from videomage_core.model import load_model
     from videomage_core.sampling import ddim_sample
     from videomage_core.shapesworld import customization as C
-    from videomage_core.shapesworld.generator import SUPERCLASS, interaction_prompt
 
     require(variant in VARIANTS, "variant", f"expected one of {list(VARIANTS)}, got '{variant}'")
     model = load_model(model_dir)
@@ -95,7 +94,7 @@ def probe(model_dir: Path, variant: str, motion: str = "orbit", steps: int = 100
     for p in model.unet.parameters():
         p.requires_grad_(False)
     prompts = {"caption": ref.caption,
-               "generic": interaction_prompt(motion, f"a {SUPERCLASS}", f"another {SUPERCLASS}")}
+               "generic": C.motion_stage_prompt(motion)}
     scores = {}
     for key, prompt in prompts.items():
         scores[key] = []

@@ -29,7 +29,7 @@ MOTION_FIELDS = ("motion_coverage", "motion_rank", "rank", "motion_steps", "inve
 def probe(model, motion: str, recipe, seeds: int = 8, pairs: int = 4) -> dict:
     """Train ``recipe``'s motion LoRA on ``motion``'s reference; motion fidelity with and without its prior."""
     from videomage_core.shapesworld import customization as C
-    from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS, SUPERCLASS, interaction_prompt
+    from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS
 
     k = HELD_OUT_INTERACTIONS.index(motion)
     every = tuple(s for p in C.subject_pairs(1000, pairs) for s in p)
@@ -37,7 +37,7 @@ def probe(model, motion: str, recipe, seeds: int = 8, pairs: int = 4) -> dict:
     t0 = time.perf_counter()
     art = C.train_motion_artifact(model, ref, recipe, 500 + k)
     seconds = time.perf_counter() - t0
-    prompt = interaction_prompt(motion, f"a {SUPERCLASS}", f"another {SUPERCLASS}")
+    prompt = C.motion_stage_prompt(motion)
     scores = {"lora_only": [], "with_prior": []}
     for s in range(seeds):
         seed = 4000 + 100 * k + s

@@ -62,7 +62,7 @@ from bench.quality_stats import (  # noqa: F401 (re-exported: the bench's names 
 )
 from videomage_core.atomic import atomic_write_json
 from videomage_core.shapesworld import customization as C
-from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS, SUPERCLASS, interaction_prompt
+from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS, SUPERCLASS
 
 #: The code a cached cell's numbers come from (the detectors and how a video is scored).
 MEASURING_CODE = (Path(C.__file__).with_name("measures.py"), Path(C.__file__).with_name("detection.py"),
@@ -222,7 +222,7 @@ class Quality:
         mot = {k: [] for k in MOTION_ROWS}
         mseeds = max(1, math.ceil(self.min_samples / len(self.motions)))
         for j, motion in enumerate(self.motions):
-            prompt = interaction_prompt(motion, f"a {SUPERCLASS}", f"another {SUPERCLASS}")
+            prompt = C.motion_stage_prompt(motion)
             ref, art = self.references[motion], arts[f"motion_{motion}"]
             probes = dict(zip(MOTION_ROWS, [(None, None), (art, art), (art, None), (None, art)],
                               strict=True))  # adapter, prior per row

@@ -50,7 +50,6 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     from .model import load_model
     from .pretrained import shapesworld_model_dir
     from .shapesworld import customization as C
-    from .shapesworld.generator import SUPERCLASS, interaction_prompt
     from .video_io import labelled, save_animation, save_image, side_by_side
 
     out = Path(out)
@@ -105,7 +104,7 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     plain = C.generate(model, fused, motion, prompt, recipe, seed, "wo_scs")
     clock("sample_wo_scs", t0)
     # the motion stage's own check (make quality's): the motion LoRA and its prior, two objects of no subject
-    stage_prompt = interaction_prompt(MOTION, f"a {SUPERCLASS}", f"another {SUPERCLASS}")
+    stage_prompt = C.motion_stage_prompt(MOTION)
     t0 = time.perf_counter()
     motion_stage = C.generate_with(model, motion, stage_prompt, recipe, seed, prior_from=motion)
     clock("sample_motion_stage", t0)

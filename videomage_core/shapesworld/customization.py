@@ -229,6 +229,11 @@ def sample_settings(recipe: Recipe, seed: int, early_subject: bool = False):
                           steps=recipe.sample_steps, cfg=recipe.cfg, seed=seed, **early)
 
 
+def motion_stage_prompt(motion: str) -> str:
+    """The prompt a motion is checked on by itself, with no subject: "a shape orbits another shape"."""
+    return interaction_prompt(motion, f"a {SUPERCLASS}", f"another {SUPERCLASS}")
+
+
 def subject_branch_prompt(recipe: Recipe, prompt: str) -> str:
     """SCS's subject-branch prompt: "" (the target prompt itself), or ``recipe.subject_interaction``'s caption
     of the target prompt's two subject tokens, in their order."""
