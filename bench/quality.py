@@ -74,9 +74,9 @@ SAMPLING_ONLY = ("alpha", "tau", "beta_s", "motion_prompt", "subject_interaction
 #: missing here only costs a needless retraining; one wrongly listed would reuse a stale artifact.
 NOT_READ_BY = {
     "subject": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
-                "motion_prior_from", "fusion_steps", "lambda2", "generation_steps"),
+                "motion_prior_from", "fusion_steps", "lambda2", "generation_steps", "fusion_background"),
     "motion": ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks",
-               "fusion_steps", "lambda2", "generation_steps"),
+               "fusion_steps", "lambda2", "generation_steps", "fusion_background"),
     "fusion": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
                "motion_prior_from"),
 }

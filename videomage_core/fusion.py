@@ -18,7 +18,7 @@ from .attention import AttentionRecorder
 from .cache import cached_tensors, tensors_digest
 from .checkpointing import set_gradient_checkpointing
 from .preflight import resolve_checkpointing
-from .data import check_images, check_masks, check_size, fit_to_size
+from .data import check_images, check_masks, check_size, fit_to_size, uniform_frame_indices
 from .diffusion import (add_noise, decode_latents, encode_prompts, encode_video, latent_masks_to_frames,
                         masks_to_latent_frames, predict_noise, randn, sample_timesteps, snap_frames)
 from .errors import require
@@ -76,10 +76,10 @@ def attention_mask(maps: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return (normalize_map(m) >= threshold).float()
 
 
-def generation_steps(settings, subjects: int) -> int:
+def generation_steps(settings, subjects: int, background_given: bool = False) -> int:
     """How many sampling steps fusion's data takes (its ``fusion_videos`` progress stage): each
-    subject's videos, and the CutMix background when L_attn is on."""
-    videos = subjects * settings.videos_per_subject + (1 if settings.lambda2 > 0 else 0)
+    subject's videos, and the CutMix background when L_attn is on and none is given."""
+    videos = subjects * settings.videos_per_subject + (1 if settings.lambda2 > 0 and not background_given else 0)
     return videos * settings.generation_steps
 
 
@@ -129,6 +129,16 @@ def _shift(x: torch.Tensor, dx: int) -> torch.Tensor:
     return out
 
 
+def cutmix_background(frames, count: int, height: int, width: int) -> torch.Tensor:
+    """A user's CutMix background as ``count`` frames of ``height`` x ``width``: a still repeats, a
+    video is sampled evenly over its length (``data.uniform_frame_indices``), both centre-cropped and resized."""
+    frames = check_images(frames, "background")
+    frames, _ = fit_to_size(frames, height, width)
+    if frames.shape[0] == 1:
+        return frames.expand(count, -1, -1, -1)
+    return frames[uniform_frame_indices(frames.shape[0], count)]
+
+
 def cutmix_video(background: torch.Tensor, sources, gen: torch.Generator, overlap: float = 0.15):
     """Paste two subjects (frames ``[F, H, W, 3]`` + masks ``[F, H, W]``) onto ``background``: the
     first centred near the left third, the second near the right third, with some overlap allowed.
@@ -151,12 +161,16 @@ def cutmix_video(background: torch.Tensor, sources, gen: torch.Generator, overla
 
 def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                   subject_images: list | None = None, callback=None, cancel=None, checkpoint_path=None,
-                  cache_dir=None, stop_after: int | None = None) -> LoraArtifact:
+                  cache_dir=None, stop_after: int | None = None,
+                  background: torch.Tensor | None = None) -> LoraArtifact:
     """Fuse 2+ subjects into one spatial LoRA holding every token.
 
     ``subject_images``: optional ``[(images [N,H,W,3], masks [N,H,W]), ...]`` per subject; with it
     the CutMix sources are the user's masked images (as still videos) instead of generated videos
-    with attention-derived masks. Returns the fused artifact; the model is left as it was.
+    with attention-derived masks. ``background``: optional frames ``[F, H, W, 3]`` (one frame: a still)
+    the CutMix videos are pasted on, instead of a video the base model generates from the background
+    prompt (the paper's; a base that cannot draw an empty scene puts an object there, which L_attn then
+    teaches every token to ignore). Returns the fused artifact; the model is left as it was.
     """
     require(len(subjects) >= 2, "subjects", f"fusion needs at least 2 subjects, got {len(subjects)}")
     settings = resolve_prompts(model, settings)
@@ -169,6 +183,8 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
     if subject_images is not None:
         require(len(subject_images) == len(subjects), "subject_images",
                 f"{len(subject_images)} image sets for {len(subjects)} subjects")
+    if background is not None:
+        background = cutmix_background(background, settings.frames, settings.height, settings.width)
     gen = torch.Generator().manual_seed(int(settings.seed))
     names = []
     try:
@@ -177,7 +193,8 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
             names.append(f"fuse_src{n}")
         # per subject: generated videos (L_fusion data) and their attention masks
         data = []
-        total, per_video = generation_steps(settings, len(subjects)), settings.generation_steps
+        total = generation_steps(settings, len(subjects), background is not None)
+        per_video = settings.generation_steps
         for n, art in enumerate(subjects):
             digest = tensors_digest({**art.lora, **art.tokens})
             first = n * settings.videos_per_subject
@@ -193,15 +210,17 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
         # CutMix videos for L_attn
         cutmix = []
         if settings.lambda2 > 0:
-            bg_recipe = {"base": model.fingerprint, "p": settings.background_prompt, "f": settings.frames,
-                         "h": settings.height, "w": settings.width, "steps": settings.generation_steps,
-                         "cfg": settings.cfg, "seed": settings.seed}
-            bg_settings = SampleSettings(frames=settings.frames, height=settings.height, width=settings.width,
-                                         steps=settings.generation_steps, cfg=settings.cfg, seed=settings.seed)
-            background = cached_tensors(cache_dir, "background", bg_recipe, lambda: {
-                "frames": decode_latents(model, ddim_sample(
-                    model, settings.background_prompt, bg_settings, cancel=cancel,
-                    callback=within(callback, "fusion_videos", total - per_video, total)))})["frames"]
+            bg = background
+            if bg is None:
+                bg_recipe = {"base": model.fingerprint, "p": settings.background_prompt, "f": settings.frames,
+                             "h": settings.height, "w": settings.width, "steps": settings.generation_steps,
+                             "cfg": settings.cfg, "seed": settings.seed}
+                bg_settings = SampleSettings(frames=settings.frames, height=settings.height, width=settings.width,
+                                             steps=settings.generation_steps, cfg=settings.cfg, seed=settings.seed)
+                bg = cached_tensors(cache_dir, "background", bg_recipe, lambda: {
+                    "frames": decode_latents(model, ddim_sample(
+                        model, settings.background_prompt, bg_settings, cancel=cancel,
+                        callback=within(callback, "fusion_videos", total - per_video, total)))})["frames"]
             sources = []
             for n in range(len(subjects)):
                 if subject_images is not None:
@@ -218,7 +237,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
             for _ in range(settings.cutmix_videos):
                 pair = torch.randperm(len(subjects), generator=gen)[:2].tolist()
                 picks = [sources[p][int(torch.randint(0, len(sources[p]), (1,), generator=gen))] for p in pair]
-                video, masks = cutmix_video(background, picks, gen)
+                video, masks = cutmix_video(bg, picks, gen)
                 caption = f"a {tokens[pair[0]]} and a {tokens[pair[1]]}"
                 cutmix.append({"latents": encode_video(model, video),
                                "masks": [masks_to_latent_frames(model, m)[None] for m in masks],
@@ -277,6 +296,8 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                       for k, v in {**a.lora, **a.tokens}.items()}
             inputs.update({f"subject_images.{n}.{j}": t for n, pair in enumerate(subject_images or [])
                            for j, t in enumerate(pair)})
+            if background is not None:
+                inputs["background"] = background
             run = run_key(model, settings, inputs)
         with text_encoder_parked(model):  # the fused LoRA trains on cached text
             result = run_training("fusion", settings.steps, [ParamGroup("lora", params, settings.lr_lora, 1e-2)],
@@ -288,6 +309,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
             tokens={t: e for a in subjects for t, e in a.tokens.items()}, superclasses=superclasses,
             base_fingerprint=model.fingerprint, base=model.family.NAME,
             train_args={**asdict(settings), "subjects": len(subjects), "user_masks": subject_images is not None,
+                        "user_background": background is not None,
                         "resumed_from": result.resumed_from, "seconds": round(result.seconds, 3)},
             losses=result.losses,
             info={"fused_from": [repr(a) for a in subjects],

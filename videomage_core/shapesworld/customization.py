@@ -32,8 +32,10 @@ from .generator import (
     ObjectSpec,
     hue_distance,
     interaction_prompt,
+    render_background,
     render_clip,
     render_subject_images,
+    sample_background,
     sample_interaction,
     sample_object,
 )
@@ -94,6 +96,10 @@ class Recipe:
     # beyond the paper: what the noise prior inverts: "reference" (the paper) or "looks", the mean latents of the
     # reference and its ``motion_renderings`` (motion.MotionSettings.noise_prior_from)
     motion_prior_from: str = "reference"
+    # what fusion's CutMix videos paste the subjects on: "world", an empty scene the generator renders (the
+    # built-in model cannot draw one: "" draws an object, which L_attn then teaches both tokens to ignore;
+    # docs/shapesworld.md "Fusion's CutMix background"), or "generated" (the paper: the model's background prompt)
+    fusion_background: str = "world"
     # beyond the paper, used only where asked (generate's ``early_subject``): CustomCrafter's lower
     # subject-LoRA scale during the first steps, where motion and layout form
     early_subject_scale: float = 0.5
@@ -217,7 +223,24 @@ def fuse_artifact(model, subjects, pair: tuple[ObjectSpec, ObjectSpec], recipe: 
                               width=recipe.size, generation_steps=recipe.generation_steps, cfg=recipe.cfg,
                               videos_per_subject=1, cutmix_videos=4)
     images = [subject_images(s, seed + 100 * k, recipe.size, recipe.images) for k, s in enumerate(pair)]
-    return fuse_subjects(model, subjects, settings, subject_images=images, cache_dir=cache_dir, callback=callback)
+    return fuse_subjects(model, subjects, settings, subject_images=images, cache_dir=cache_dir, callback=callback,
+                         background=fusion_background(recipe, seed))
+
+
+FUSION_BACKGROUNDS = ("world", "generated")
+
+
+def fusion_background(recipe: Recipe, seed: int) -> torch.Tensor | None:
+    """Fusion's CutMix background for ``recipe.fusion_background``: one still ``[1, H, W, 3]`` of an empty
+    scene of the world's (a background drawn as the generator draws clips'), or None ("generated": the engine
+    generates one from the model's background prompt)."""
+    if recipe.fusion_background not in FUSION_BACKGROUNDS:
+        raise VideoMageInputError("fusion_background", f"expected one of {FUSION_BACKGROUNDS}, "
+                                                       f"got {recipe.fusion_background!r}")
+    if recipe.fusion_background == "generated":
+        return None
+    spec = sample_background(np.random.default_rng([seed, 4241]))
+    return torch.from_numpy(render_background(spec, recipe.size, recipe.size))[None].float()
 
 
 def sample_settings(recipe: Recipe, seed: int, early_subject: bool = False):
