@@ -340,3 +340,20 @@ def test_plain_subject_identity_is_hue_and_shape():
     assert M.subject_fidelity(other.frames, subject) == 0.0
     same = sample_single(np.random.default_rng(2), "up", subject=subject)
     assert M.subject_fidelity(same.frames, subject) == 1.0
+
+
+def test_subject_fidelity_of_a_pair_low_when_one_object_flickers_between_the_subjects():
+    # session 15's demo draw: one object on A's path, drawn as subject A in some frames and as subject B
+    # in the others; each colour is detected as a part-time object matching its subject
+    ref, spec, target = pair_setup("orbit", seed=5)
+    a, b = spec.objects
+    as_a = render_clip(replace(spec, objects=(a,), paths=spec.paths[:1], motion="still"))
+    as_b = render_clip(replace(spec, objects=(b,), paths=spec.paths[:1], motion="still"))
+    flicker = np.stack([(as_a if i % 2 == 0 else as_b).frames[i] for i in range(8)])
+    for frames in (flicker, degrade(flicker, 7)):
+        assert np.mean([M.subject_fidelity(frames, s, 2) for s in spec.objects]) > 0.3  # the fooled mean
+        assert M.pair_subject_fidelity(frames, spec.objects) == 0.0
+    # both subjects shown together in every frame: the factor is 1, the mean is kept exactly
+    assert M.pair_subject_fidelity(target.frames, spec.objects) == pytest.approx(
+        np.mean([M.subject_fidelity(target.frames, s, 2) for s in spec.objects]))
+    assert M.pair_subject_fidelity(target.frames, spec.objects) > 0.9

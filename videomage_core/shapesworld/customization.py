@@ -322,7 +322,8 @@ def generate_with(model, artifact, prompt: str, recipe: Recipe, seed: int, prior
 def measure_customized(frames, subjects: tuple[ObjectSpec, ObjectSpec], reference: Clip) -> dict:
     """The five ``make quality`` measures (+ interaction accuracy) of one two-subject video.
 
-    subject_fidelity: mean of both subjects' fidelity; motion_fidelity: trajectory match to the
+    subject_fidelity: mean of both subjects' fidelity, counted where both are shown together
+    (:func:`measures.pair_subject_fidelity`); motion_fidelity: trajectory match to the
     reference; leakage: the reference objects' appearance in the output; binding; temporal
     consistency; interaction: 1 when the detected interaction is the reference's and both objects
     are present and apart in at least 3/4 of the frames (:func:`measures.pair_valid_fraction`). A video with
@@ -340,7 +341,7 @@ def measure_customized(frames, subjects: tuple[ObjectSpec, ObjectSpec], referenc
         if M.pair_valid_fraction(an) < 0.75:  # one object gone or merged into the other in 1/4 of the frames
             found = "none"
         out = {
-            "subject_fidelity": float(np.mean([M.subject_fidelity(an, o, 2) for o in objs])),
+            "subject_fidelity": M.pair_subject_fidelity(an, objs),
             "motion_fidelity": float(M.motion_fidelity(an, reference)),
             "leakage": float(M.appearance_leakage(an, objs, list(reference.spec.objects))),
             "binding": float(M.attribute_binding(an, objs)),
