@@ -118,9 +118,8 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
     ``stop_after`` interrupts the LoRA stage after that many steps (resumable from the checkpoint).
     ``renderings`` (beyond the paper): other videos of the very same motion, of the reference's shape, in
     other looks; each LoRA step then trains on the reference or one of them, drawn uniformly, so the LoRA
-    cannot keep the reference's appearance. The textual inversion and ``c_ap`` stay the reference's, so L_mot's
-    appearance term (``omega``) applies to the reference's steps only, a rendering's step is the plain loss; the
-    noise prior's latents stay the reference's, unless ``settings.noise_prior_from`` is "looks" (their mean).
+    cannot keep the reference's appearance. The textual inversion and ``c_ap`` stay the reference's; the noise
+    prior's latents too, unless ``settings.noise_prior_from`` is "looks" (their mean over all the videos).
     """
     video = check_video(video, "video")
     renderings = [check_video(r, "renderings") for r in renderings or []]
@@ -198,20 +197,15 @@ def train_motion(model, video: torch.Tensor, settings: MotionSettings, masks: to
         def step_fn(step):
             # the reference, or (with renderings) one of its looks; no draw without them, so the paper's
             # path consumes the generator exactly as before
-            pick = int(torch.randint(len(x_videos), (1,), generator=gen)) if renderings else 0
-            x0 = x_videos[pick]
-            # c_ap's tokens describe the reference's looks, not a rendering's: a rendering (appearance-free by
-            # construction) trains on the plain loss; debiasing it by the reference's looks took the
-            # orbit's still centre object out of the LoRA (docs/shapesworld.md, session 15)
-            omega = settings.omega if pick == 0 else 0.0
+            x0 = x_videos[int(torch.randint(len(x_videos), (1,), generator=gen))] if renderings else x_video
             noise = randn(x0.shape, gen, model)
             t = sample_timesteps(model, 1, gen)
             x_t = add_noise(model, x0, noise, t)
             eps_ap = None
-            if omega != 0:
+            if settings.omega != 0:
                 with torch.no_grad(), adapters_active(model, []):
                     eps_ap = predict_noise(model, x_t, t, text_ap)
-            target = appearance_free_target(training_target(model, x0, noise), eps_ap, omega)
+            target = appearance_free_target(training_target(model, x0, noise), eps_ap, settings.omega)
             with adapters_active(model, [adapter]):  # backward too: checkpointing recomputes
                 loss = motion_loss(predict_noise(model, x_t, t, text_m), target)
                 loss_scale.backward(loss)
