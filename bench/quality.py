@@ -364,7 +364,10 @@ def markdown(result: dict) -> str:
                    "motions would score above it there while keeping its first motion).")]
     L += ["", ("A failed video (fewer than two objects detected) scores 0 on every measure, and on the "
                "overall score of the baseline claim below, except leakage, which leaves it out (a 0 there "
-               "would reward the failure).")]
+               "would reward the failure). Subject fidelity in a two-subject video counts where both subjects are "
+               "shown together: the mean of the two subjects' fidelity times the presence factor of the frames "
+               "that show both, apart (`measures.pair_subject_fidelity`; since session 15), as motion fidelity "
+               "already did.")]
     L += ["", "### The paper's claims (paired differences over the same videos)", "",
           "| claim | per video (n) | per (pair, motion) cell | supported |", "|---|---|---|---|"]
     for k, v in result["claims"].items():
