@@ -84,7 +84,8 @@ __all__ = [
     "appearance_leakage", "attribute_binding", "classify_direction", "classify_interaction", "evaluate",
     "fidelity_parts", "hue_agreement", "interaction_features", "match_subjects", "motion_fidelity",
     "object_fidelity",
-    "pair_subject_fidelity", "pair_valid_fraction", "pair_valid_frames", "presence_factor", "prompt_following", "subject_fidelity",
+    "pair_subject_fidelity", "pair_valid_fraction", "pair_valid_frames", "presence_factor", "prompt_following",
+    "subject_fidelity",
     "temporal_consistency",
 ]
 
