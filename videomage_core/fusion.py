@@ -139,6 +139,18 @@ def cutmix_background(frames, count: int, height: int, width: int) -> torch.Tens
     return frames[uniform_frame_indices(frames.shape[0], count)]
 
 
+def _generated_background(model, settings, cache_dir, cancel, callback) -> torch.Tensor:
+    """The paper's CutMix background: a video the base model generates from the background prompt (cached)."""
+    recipe = {"base": model.fingerprint, "p": settings.background_prompt, "f": settings.frames,
+              "h": settings.height, "w": settings.width, "steps": settings.generation_steps,
+              "cfg": settings.cfg, "seed": settings.seed}
+    sample = SampleSettings(frames=settings.frames, height=settings.height, width=settings.width,
+                            steps=settings.generation_steps, cfg=settings.cfg, seed=settings.seed)
+    return cached_tensors(cache_dir, "background", recipe, lambda: {
+        "frames": decode_latents(model, ddim_sample(model, settings.background_prompt, sample, cancel=cancel,
+                                                    callback=callback))})["frames"]
+
+
 def cutmix_video(background: torch.Tensor, sources, gen: torch.Generator, overlap: float = 0.15):
     """Paste two subjects (frames ``[F, H, W, 3]`` + masks ``[F, H, W]``) onto ``background``: the
     first centred near the left third, the second near the right third, with some overlap allowed.
@@ -210,17 +222,8 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
         # CutMix videos for L_attn
         cutmix = []
         if settings.lambda2 > 0:
-            bg = background
-            if bg is None:
-                bg_recipe = {"base": model.fingerprint, "p": settings.background_prompt, "f": settings.frames,
-                             "h": settings.height, "w": settings.width, "steps": settings.generation_steps,
-                             "cfg": settings.cfg, "seed": settings.seed}
-                bg_settings = SampleSettings(frames=settings.frames, height=settings.height, width=settings.width,
-                                             steps=settings.generation_steps, cfg=settings.cfg, seed=settings.seed)
-                bg = cached_tensors(cache_dir, "background", bg_recipe, lambda: {
-                    "frames": decode_latents(model, ddim_sample(
-                        model, settings.background_prompt, bg_settings, cancel=cancel,
-                        callback=within(callback, "fusion_videos", total - per_video, total)))})["frames"]
+            bg = background if background is not None else _generated_background(
+                model, settings, cache_dir, cancel, within(callback, "fusion_videos", total - per_video, total))
             sources = []
             for n in range(len(subjects)):
                 if subject_images is not None:
