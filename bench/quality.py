@@ -74,11 +74,16 @@ SAMPLING_ONLY = ("alpha", "tau", "beta_s", "motion_prompt", "subject_interaction
 #: missing here only costs a needless retraining; one wrongly listed would reuse a stale artifact.
 NOT_READ_BY = {
     "subject": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
-                "motion_prior_from", "fusion_steps", "lambda2", "generation_steps", "fusion_background"),
+                "motion_renderings_look", "motion_prior_from", "fusion_steps", "lambda2", "generation_steps",
+                "fusion_background"),
     "motion": ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks",
                "fusion_steps", "lambda2", "generation_steps", "fusion_background"),
+    # MotionDirector's motion: the motion stage's fields less what only VideoMage's motion LoRA reads
+    "motiondirector": ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks",
+                       "fusion_steps", "lambda2", "generation_steps", "fusion_background", "omega",
+                       "inversion_steps", "motion_renderings", "motion_renderings_look", "motion_prior_from"),
     "fusion": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
-               "motion_prior_from"),
+               "motion_renderings_look", "motion_prior_from"),
 }
 MOTION_ROWS = ("motion_before", "motion_after", "motion_lora_only", "motion_prior_only")
 SCALES = {
@@ -179,7 +184,7 @@ class Quality:
                                                           "motion")
             arts[f"motion_{motion}_md"] = self._cached(f"motion_{motion}_md", lambda ref=ref, j=j:
                                                        C.train_motiondirector_artifact(m, ref, r, 500 + j),
-                                                       "motion")
+                                                       "motiondirector")
         for i, pair in enumerate(self.pairs):
             subs = [arts[f"subject_p{i}s0"], arts[f"subject_p{i}s1"]]
             arts[f"fused_p{i}"] = self._cached(f"fused_p{i}", lambda subs=subs, pair=pair, i=i:

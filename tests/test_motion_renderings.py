@@ -85,3 +85,21 @@ def test_shapesworld_renders_the_reference_paths_in_other_looks():
     assert any(o.hue != r.hue for look in looks for o, r in zip(look.objects, ref.objects))
     again = C.other_looks(ref, 3, seed=5)
     assert all(np.array_equal(a.frames, b.frames) for a, b in zip(looks, again))
+
+
+def test_renderings_of_moving_objects_only_keep_a_still_objects_look():
+    """``which="moving"``: orbit's still centre keeps its reference look in every rendering, the orbiter gets the
+    very look "all" gives it; where every object moves (swap) both choices render the same clips."""
+    from videomage_core.shapesworld import customization as C
+
+    orbit = C.reference_clip(3, "orbit", (), frames=8, size=32)
+    assert np.ptp(orbit.spec.paths[1], axis=0).max() == 0 and np.ptp(orbit.spec.paths[0], axis=0).max() > 1
+    moving, every = C.other_looks(orbit, 4, seed=5, which="moving"), C.other_looks(orbit, 4, seed=5)
+    for m, a in zip(moving, every):
+        assert m.objects[1] == orbit.objects[1] and m.objects[0] == a.objects[0]
+    assert any(a.objects[1] != orbit.objects[1] for a in every)
+    swap = C.reference_clip(3, "swap", (), frames=8, size=32)
+    assert all(np.array_equal(m.frames, a.frames) for m, a in zip(C.other_looks(swap, 3, seed=5, which="moving"),
+                                                                  C.other_looks(swap, 3, seed=5)))
+    with pytest.raises(VideoMageInputError, match=r"^motion_renderings_look: expected one of"):
+        C.other_looks(orbit, 1, seed=5, which="still")

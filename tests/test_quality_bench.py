@@ -176,7 +176,8 @@ def test_recipe_overrides_refuse_what_is_not_a_recipe_field(text, message):
 
 def test_stage_digests_retrain_only_the_stage_a_recipe_change_reaches(tmp_path):
     """A subject-recipe change retrains the subjects and their fusion, never the motions (nine 1 000-step
-    LoRAs); a motion-recipe change the motions only; a field both read (the LoRA learning rate) all three."""
+    LoRAs); a motion-recipe change the motions only, and MotionDirector's only where it reads the field
+    (its steps, not VideoMage's omega or renderings); a field all read (the LoRA learning rate) everything."""
     from dataclasses import replace
 
     from videomage_core.model import load_model
@@ -193,7 +194,9 @@ def test_stage_digests_retrain_only_the_stage_a_recipe_change_reaches(tmp_path):
     base = digests()
     changed = {field: {s for s, d in digests(**{field: value}).items() if d != base[s]}
                for field, value in [("lambda1", 0.0), ("subject_masks", True), ("motion_steps", 7),
-                                    ("omega", 0.0), ("lambda2", 0.1), ("lr_lora", 1e-4), ("tau", 0)]}
+                                    ("omega", 0.0), ("motion_renderings_look", "moving"), ("lambda2", 0.1),
+                                    ("lr_lora", 1e-4), ("tau", 0)]}
     assert changed == {"lambda1": {"subject", "fusion"}, "subject_masks": {"subject", "fusion"},
-                       "motion_steps": {"motion"}, "omega": {"motion"}, "lambda2": {"fusion"},
-                       "lr_lora": {"subject", "motion", "fusion"}, "tau": set()}
+                       "motion_steps": {"motion", "motiondirector"}, "omega": {"motion"},
+                       "motion_renderings_look": {"motion"}, "lambda2": {"fusion"},
+                       "lr_lora": {"subject", "motion", "motiondirector", "fusion"}, "tau": set()}

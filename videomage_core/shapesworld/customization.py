@@ -93,6 +93,11 @@ class Recipe:
     # subjects (make quality, 6 cells: VideoMage's subjects 0.15 -> 0.35, leakage 0.57 -> 0.40, motion 0.99 ->
     # 0.47; the motion stage 0.76 -> 0.85; docs/shapesworld.md "The renderings recipe")
     motion_renderings: int = 8
+    # which objects a rendering re-hues and re-shapes: "all" or "moving", only the objects whose path moves (a
+    # still one, orbit's centre or jump_over's ground object, keeps its reference look). "moving" keeps the demo
+    # draw's still object but costs make quality's cells subjects and motion (docs/shapesworld.md "Renderings
+    # that re-look only what moves")
+    motion_renderings_look: str = "all"
     # beyond the paper: what the noise prior inverts: "reference" (the paper) or "looks", the mean latents of the
     # reference and its ``motion_renderings`` (motion.MotionSettings.noise_prior_from)
     motion_prior_from: str = "reference"
@@ -186,18 +191,28 @@ def train_motion_artifact(model, reference: Clip, recipe: Recipe, seed: int, ome
                               noise_prior_from=recipe.motion_prior_from)
     video = torch.from_numpy(reference.frames).float()
     masks = torch.from_numpy(reference.masks[:, reference.frames.shape[0] // 2]).float()
-    renderings = [torch.from_numpy(c.frames).float() for c in other_looks(reference, recipe.motion_renderings, seed)]
+    renderings = [torch.from_numpy(c.frames).float()
+                  for c in other_looks(reference, recipe.motion_renderings, seed, recipe.motion_renderings_look)]
     return train_motion(model, video, settings, masks=masks, callback=callback, renderings=renderings)
 
 
-def other_looks(reference: Clip, n: int, seed: int) -> list[Clip]:
+RENDERING_LOOKS = ("all", "moving")
+
+
+def other_looks(reference: Clip, n: int, seed: int, which: str = "all") -> list[Clip]:
     """``n`` renderings of ``reference``'s very paths, sizes and background, each object of a random hue and
-    shape (any of the world's): the same motion in other looks."""
+    shape (any of the world's): the same motion in other looks. ``which="moving"`` re-looks only the objects
+    that move; a still one keeps its reference look (the draws are the same either way, so a moving object
+    looks the same under both)."""
+    if which not in RENDERING_LOOKS:
+        raise VideoMageInputError("motion_renderings_look", f"expected one of {RENDERING_LOOKS}, got {which!r}")
     rng = np.random.default_rng([seed, 7919])
+    still = [bool(np.ptp(path, axis=0).max() < 1.0) for path in reference.spec.paths]  # in px
     looks = []
     for _ in range(n):
-        objects = tuple(replace(o, hue=float(rng.uniform(0, 360)), shape=str(rng.choice(SHAPES)))
-                        for o in reference.spec.objects)
+        drawn = [(float(rng.uniform(0, 360)), str(rng.choice(SHAPES))) for _ in reference.spec.objects]
+        objects = tuple(o if which == "moving" and keep else replace(o, hue=hue, shape=shape)
+                        for o, keep, (hue, shape) in zip(reference.spec.objects, still, drawn))
         looks.append(render_clip(replace(reference.spec, objects=objects)))
     return looks
 
