@@ -64,9 +64,12 @@ from videomage_core.atomic import atomic_write_json
 from videomage_core.shapesworld import customization as C
 from videomage_core.shapesworld.generator import HELD_OUT_INTERACTIONS, SUPERCLASS
 
-#: The code a cached cell's numbers come from (the detectors and how a video is scored).
+#: The code a cached cell's numbers come from: the detectors, how a video is scored, and the engine modules that
+#: sample it (an edited sampler measures every cell again; the artifacts' digests hold the recipe, not the code).
+ENGINE = Path(C.__file__).parent.parent
 MEASURING_CODE = (Path(C.__file__).with_name("measures.py"), Path(C.__file__).with_name("detection.py"),
-                  Path(C.__file__))
+                  Path(C.__file__),
+                  *(ENGINE / f"{m}.py" for m in ("sampling", "losses", "attention", "diffusion", "lora", "tokens")))
 SAMPLING_ONLY = ("alpha", "tau", "beta_s", "motion_prompt", "subject_interaction", "noise_prior_beta",
                  "sample_steps", "early_subject_scale", "early_subject_steps")  # not in artifact digests
 #: Recipe fields a stage's artifacts never read (left out of that stage's digest, so a change of the subject
@@ -149,8 +152,8 @@ class Quality:
 
     def sampling_digest(self) -> str:
         """Of everything one measured cell depends on: the artifacts, the whole recipe, sampling included,
-        and the measuring code (measures are cached per (pair, motion, seed), so more seeds later measure
-        only the new ones, and an edited detector measures everything again)."""
+        and the measuring and sampling code (measures are cached per (pair, motion, seed), so more seeds later
+        measure only the new ones, and an edited detector or sampler measures everything again)."""
         measuring = hashlib.sha256(b"".join(p.read_bytes() for p in MEASURING_CODE)).hexdigest()[:12]
         key = json.dumps([self.digest(), C.recipe_dict(self.recipe), VARIANTS, RECIPES, measuring])
         return hashlib.sha256(key.encode()).hexdigest()[:8]

@@ -143,6 +143,13 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
     edited.write_bytes(Q.MEASURING_CODE[0].read_bytes() + b"\n# a changed detector\n")
     monkeypatch.setattr(Q, "MEASURING_CODE", (edited, *Q.MEASURING_CODE[1:]))
     assert q.digest() == before[0] and q.sampling_digest() != before[1]
+    # and so does an edit of the engine's sampler (SCS), which the cells' videos come from
+    monkeypatch.undo()
+    sampler = tmp_path / "sampling_edited.py"
+    sampler.write_bytes((Q.ENGINE / "sampling.py").read_bytes() + b"\n# a changed sampler\n")
+    monkeypatch.setattr(Q, "MEASURING_CODE", tuple(sampler if p.name == "sampling.py" else p
+                                                   for p in Q.MEASURING_CODE))
+    assert q.sampling_digest() != before[1] and q.digest() == before[0]
 
 
 def test_quality_refuses_unknown_motions():
