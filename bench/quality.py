@@ -75,18 +75,18 @@ SAMPLING_ONLY = ("alpha", "tau", "beta_s", "motion_prompt", "subject_interaction
 #: Recipe fields a stage's artifacts never read (left out of that stage's digest, so a change of the subject
 #: recipe retrains the subjects and their fusion but reuses the motions, and the other way round). A field
 #: missing here only costs a needless retraining; one wrongly listed would reuse a stale artifact.
+_MOTION_FIELDS = ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
+                  "motion_renderings_look", "motion_prior_from")
+_VIDEOMAGE_MOTION_ONLY = ("omega", "inversion_steps", "motion_renderings", "motion_renderings_look",
+                          "motion_prior_from")
+_SUBJECT_FIELDS = ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks")
+_FUSION_FIELDS = ("fusion_steps", "lambda2", "generation_steps", "fusion_background")
 NOT_READ_BY = {
-    "subject": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
-                "motion_renderings_look", "motion_prior_from", "fusion_steps", "lambda2", "generation_steps",
-                "fusion_background"),
-    "motion": ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks",
-               "fusion_steps", "lambda2", "generation_steps", "fusion_background"),
+    "subject": _MOTION_FIELDS + _FUSION_FIELDS,
+    "motion": _SUBJECT_FIELDS + _FUSION_FIELDS,
     # MotionDirector's motion: the motion stage's fields less what only VideoMage's motion LoRA reads
-    "motiondirector": ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks",
-                       "fusion_steps", "lambda2", "generation_steps", "fusion_background", "omega",
-                       "inversion_steps", "motion_renderings", "motion_renderings_look", "motion_prior_from"),
-    "fusion": ("motion_steps", "inversion_steps", "motion_rank", "motion_coverage", "omega", "motion_renderings",
-               "motion_renderings_look", "motion_prior_from"),
+    "motiondirector": _SUBJECT_FIELDS + _FUSION_FIELDS + _VIDEOMAGE_MOTION_ONLY,
+    "fusion": _MOTION_FIELDS,
 }
 MOTION_ROWS = ("motion_before", "motion_after", "motion_lora_only", "motion_prior_only")
 SCALES = {

@@ -207,12 +207,12 @@ def other_looks(reference: Clip, n: int, seed: int, which: str = "all") -> list[
     if which not in RENDERING_LOOKS:
         raise VideoMageInputError("motion_renderings_look", f"expected one of {RENDERING_LOOKS}, got {which!r}")
     rng = np.random.default_rng([seed, 7919])
-    still = [bool(np.ptp(path, axis=0).max() < 1.0) for path in reference.spec.paths]  # in px
+    kept = [which == "moving" and np.ptp(path, axis=0).max() < 1.0 for path in reference.spec.paths]  # still, in px
     looks = []
     for _ in range(n):
         drawn = [(float(rng.uniform(0, 360)), str(rng.choice(SHAPES))) for _ in reference.spec.objects]
-        objects = tuple(o if which == "moving" and keep else replace(o, hue=hue, shape=shape)
-                        for o, keep, (hue, shape) in zip(reference.spec.objects, still, drawn))
+        objects = tuple(o if keep else replace(o, hue=hue, shape=shape)
+                        for o, keep, (hue, shape) in zip(reference.spec.objects, kept, drawn))
         looks.append(render_clip(replace(reference.spec, objects=objects)))
     return looks
 
