@@ -62,6 +62,7 @@ def test_cli_refuses_bad_arguments(argv):
     ("", "a <a> orbits a <b>", ""),  # the paper: the subject branch reads the target prompt
     ("chase", "a <a> orbits a <b>", "a <a> chases a <b>"),
     ("approach", "a <b> jumps over a <a>", "a <b> and a <a> approach each other"),  # the target's order
+    ("still_pair", "a <b> jumps over a <a>", "a <b> and a <a>"),  # fusion's L_attn caption, verbless
 ])
 def test_subject_branch_prompt_is_a_pretraining_caption_of_the_two_tokens(interaction, prompt, expected):
     from videomage_core.shapesworld import customization as C

@@ -137,6 +137,29 @@ def test_held_out_interactions_never_in_pretraining():
     assert set(DIRECTIONS) | set(G.PRETRAIN_INTERACTIONS) == motions
 
 
+def test_still_pairs_are_off_by_default_and_keep_the_random_stream():
+    """p_still_pair = 0 draws nothing extra, so a default run's data is the data before the option existed."""
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(50):
+        assert sample_pretraining_clip(a).caption == sample_pretraining_clip(b, p_still_pair=0.0).caption
+    assert a.random() == b.random()
+
+
+def test_still_pairs_stand_still_apart_in_frame_and_are_captioned_with_and():
+    rng = np.random.default_rng(4)
+    clips = [sample_pretraining_clip(rng, height=32, width=32, p_still_pair=0.5) for _ in range(200)]
+    pairs = [c for c in clips if c.motion == G.STILL_PAIR]
+    assert 70 <= len(pairs) <= 130                      # half of 200, +- 4.2 binomial standard deviations
+    assert {c.motion for c in clips} - {G.STILL_PAIR} <= set(DIRECTIONS) | set(G.PRETRAIN_INTERACTIONS)
+    for c in pairs:
+        assert c.spec.kind == "pair" and len(c.objects) == 2
+        assert " and " in c.caption and c.caption.split()[-1] in set(NAMED_SHAPES) | {"shape"}
+        assert np.ptp(c.spec.paths, axis=1).max() == 0                     # neither object moves
+        (ra, rb) = (o.radius_px(32, 32) for o in c.objects)
+        assert np.linalg.norm(c.spec.paths[0, 0] - c.spec.paths[1, 0]) >= ra + rb + 3 * 32 / 64 - 1e-6
+        assert c.masks[0].any(axis=(-2, -1)).all() and c.masks[1].any(axis=(-2, -1)).all()  # both in view
+
+
 @pytest.mark.parametrize("objects, motion, expected", [
     ((ObjectSpec("circle", 3),), "right", "a red circle moving right"),
     ((ObjectSpec("circle", 280),), "right", "a circle moving right"),          # purple: unnamed
@@ -148,6 +171,8 @@ def test_held_out_interactions_never_in_pretraining():
     ((ObjectSpec("triangle", 60), ObjectSpec("triangle", 62, "dots")), "chase", "a yellow triangle chases another yellow triangle"),
     ((ObjectSpec("diamond", 120), ObjectSpec("circle", 200)), "orbit", "a green shape orbits a circle"),
     ((ObjectSpec("circle", 240), ObjectSpec("star", 60)), "jump_over", "a blue circle jumps over a yellow shape"),
+    ((ObjectSpec("circle", 240), ObjectSpec("star", 60)), "still_pair", "a blue circle and a yellow shape"),
+    ((ObjectSpec("ring", 180), ObjectSpec("cross", 300)), "still_pair", "a shape and another shape"),
 ])
 def test_caption_table(objects, motion, expected):
     assert G.caption(objects, motion) == expected

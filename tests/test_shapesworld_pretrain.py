@@ -148,6 +148,12 @@ def test_command_line_overrides_reach_the_run_and_a_bad_share_is_refused(monkeyp
     with pytest.raises(SystemExit):
         P.main(["--out", str(tmp_path / "m"), "--p-interaction", "1.5"])
     assert "--p-interaction is a share" in capsys.readouterr().err
+    seen.clear()
+    assert P.main(["--out", str(tmp_path / "m"), "--preset", "cpu", "--p-still-pair", "0.2"]) == 0
+    assert seen["cfg"] == replace(P.PRESETS["cpu"], p_still_pair=0.2)
+    with pytest.raises(SystemExit):
+        P.main(["--out", str(tmp_path / "m"), "--p-still-pair", "1"])
+    assert "--p-still-pair is a share" in capsys.readouterr().err
 
 
 def test_tokenizer_makes_every_caption_word_one_token(smoke):
@@ -174,6 +180,9 @@ def test_pretraining_data_never_shows_held_out_prompts_or_interactions():
     a, b = C.HELD_OUT_CELLS[8].object_specs()
     assert C.is_held_out(replace(C.HELD_OUT_CELLS[8].spec(4, 32, 32), objects=(b, a)))
     assert not C.is_held_out(C.SEEN_CELLS[0].spec(4, 32, 32))
+    _, caps = P.t2v_clips(rng, 60, replace(SMOKE, p_still_pair=0.5))  # the still pairs' family: "{A} and {B}"
+    assert not held & set(caps) and any(c.split()[-1] in ("circle", "square", "triangle", "shape") and " and " in c
+                                        for c in caps)
     imgs, masks = P.vae_images(rng, 3, SMOKE)
     assert imgs.shape == (3, 32, 32, 3) and imgs.dtype == np.uint8 and masks.any()
 

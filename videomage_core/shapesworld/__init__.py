@@ -13,6 +13,7 @@ from .generator import (
     PALETTE,
     PRETRAIN_INTERACTIONS,
     SHAPES,
+    STILL_PAIR,
     SUPERCLASS,
     TEXTURES,
     VOCABULARY,
@@ -50,7 +51,7 @@ from .measures import (
 
 __all__ = [
     "DIRECTIONS", "HELD_OUT_INTERACTIONS", "INTERACTIONS", "NAMED_COLOURS", "NAMED_SHAPES", "PALETTE",
-    "PRETRAIN_INTERACTIONS", "SHAPES", "SUPERCLASS", "TEXTURES", "VOCABULARY",
+    "PRETRAIN_INTERACTIONS", "SHAPES", "STILL_PAIR", "SUPERCLASS", "TEXTURES", "VOCABULARY",
     "BackgroundSpec", "Clip", "ClipSpec", "ObjectSpec", "SubjectImages",
     "caption", "render_clip", "render_subject_images", "sample_interaction", "sample_object",
     "sample_pretraining_clip", "sample_single",

@@ -27,6 +27,7 @@ from .generator import (
     PAIR_SIZE,
     PRETRAIN_INTERACTIONS,
     SHAPES,
+    STILL_PAIR,
     SUPERCLASS,
     Clip,
     ObjectSpec,
@@ -85,7 +86,8 @@ class Recipe:
     motion_prompt: str = "superclass"  # SCS's motion branch prompt (sampling.MOTION_PROMPTS; "tokens" beyond the paper)
     # beyond the paper: SCS's subject branch prompted with this pretraining interaction's caption of the two
     # subjects ("a <s1> chases a <s2>") instead of the target prompt, whose held-out verb ("orbits") no
-    # caption ever showed; "": the target prompt (the paper)
+    # caption ever showed; "still_pair": "a <s1> and a <s2>" (fusion's L_attn caption; a pretraining caption
+    # only on a model pretrained with PretrainConfig.p_still_pair > 0); "": the target prompt (the paper)
     subject_interaction: str = ""
     # beyond the paper: the motion LoRA also trains on this many renderings of the reference clip's very paths
     # with every object re-hued and re-shaped at random (motion.train_motion's ``renderings``), so it cannot
@@ -277,12 +279,15 @@ def subject_branch_prompt(recipe: Recipe, prompt: str) -> str:
     of the target prompt's two subject tokens, in their order."""
     if not recipe.subject_interaction:
         return ""
-    if recipe.subject_interaction not in PRETRAIN_INTERACTIONS:
-        raise VideoMageInputError("subject_interaction", f"expected one of {PRETRAIN_INTERACTIONS} or '', got "
+    known = PRETRAIN_INTERACTIONS + (STILL_PAIR,)
+    if recipe.subject_interaction not in known:
+        raise VideoMageInputError("subject_interaction", f"expected one of {known} or '', got "
                                                          f"{recipe.subject_interaction!r}")
     tokens = TOKEN_IN_TEXT.findall(prompt)
     if len(tokens) != 2:
         raise VideoMageInputError("prompt", f"expected two subject tokens, found {tokens} in {prompt!r}")
+    if recipe.subject_interaction == STILL_PAIR:
+        return f"a {tokens[0]} and a {tokens[1]}"
     return interaction_prompt(recipe.subject_interaction, f"a {tokens[0]}", f"a {tokens[1]}")
 
 

@@ -94,8 +94,10 @@ from .paths import (  # noqa: F401 (the motions and their paths, re-exported: th
     DIRECTIONS,
     INTERACTIONS,
     SPEED,
+    STILL_PAIR,
     _bounds,
     interaction_paths,
+    still_pair_paths,
     single_path,
 )
 from .sprites import (  # noqa: F401 (re-exported: the world's names in one place)
@@ -255,7 +257,7 @@ class ClipSpec:
 
     @property
     def kind(self) -> str:
-        return "interaction" if self.motion in INTERACTIONS else "single"
+        return "interaction" if self.motion in INTERACTIONS else "pair" if self.motion == STILL_PAIR else "single"
 
     @property
     def caption(self) -> str:
@@ -307,14 +309,14 @@ def caption(objects: Sequence[ObjectSpec], motion: str) -> str:
         if len(objects) != 1:
             raise ValueError("a direction caption needs exactly one object")
         return f"{nps[0]} standing still" if motion == "still" else f"{nps[0]} moving {motion}"
-    if motion not in INTERACTIONS:
+    if motion not in INTERACTIONS and motion != STILL_PAIR:
         raise ValueError(f"unknown motion {motion!r}")
     if len(objects) != 2:
         raise ValueError("an interaction caption needs exactly two objects")
     a, b = nps
     if b == a:
         b = "another " + b[2:]
-    return interaction_prompt(motion, a, b)
+    return f"{a} and {b}" if motion == STILL_PAIR else interaction_prompt(motion, a, b)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -464,9 +466,25 @@ def sample_interaction(rng: np.random.Generator, name: str, subjects: Sequence[O
     return render_clip(spec, as_uint8=as_uint8)
 
 
+def sample_still_pair(rng: np.random.Generator, frames: int = 8, height: int = 64, width: int = 64,
+                      as_uint8: bool = False) -> Clip:
+    """Two random objects (hues >= 60 deg apart) standing still, captioned "{A} and {B}"."""
+    a = sample_object(rng, size_range=PAIR_SIZE)
+    b = sample_object(rng, size_range=PAIR_SIZE, avoid_hue=a.hue)
+    paths = still_pair_paths(rng, a.radius_px(height, width), b.radius_px(height, width), frames, height, width)
+    spec = ClipSpec(objects=(a, b), paths=paths, motion=STILL_PAIR, background=sample_background(rng),
+                    height=height, width=width)
+    return render_clip(spec, as_uint8=as_uint8)
+
+
 def sample_pretraining_clip(rng: np.random.Generator, frames: int = 8, height: int = 64, width: int = 64,
-                            p_interaction: float = 0.4, as_uint8: bool = False) -> Clip:
-    """A pretraining clip: single motions and PRETRAIN_INTERACTIONS only (never held-out ones)."""
+                            p_interaction: float = 0.4, as_uint8: bool = False, p_still_pair: float = 0.0) -> Clip:
+    """A pretraining clip: single motions and PRETRAIN_INTERACTIONS only (never held-out ones); with
+    ``p_still_pair`` > 0, that share of all clips are two still objects ("{A} and {B}"), and
+    ``p_interaction`` is the interactions' share of the rest (at 0 the random stream is the one before the
+    option existed)."""
+    if p_still_pair > 0 and rng.random() < p_still_pair:
+        return sample_still_pair(rng, frames=frames, height=height, width=width, as_uint8=as_uint8)
     if rng.random() < p_interaction:
         name = PRETRAIN_INTERACTIONS[rng.integers(len(PRETRAIN_INTERACTIONS))]
         return sample_interaction(rng, name, frames=frames, height=height, width=width, as_uint8=as_uint8)

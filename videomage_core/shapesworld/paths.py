@@ -8,6 +8,9 @@ import numpy as np
 DIRECTIONS = ("left", "right", "up", "down", "still")
 INTERACTIONS = ("approach", "move_apart", "chase", "orbit", "jump_over", "swap")
 SPEED = (3.0, 5.0)          # px per frame at 64 px
+#: Two objects standing still, captioned "{A} and {B}" (a pretraining caption family that is off by default:
+#: ``PretrainConfig.p_still_pair``); not an interaction, so no customization motion and no measure names it.
+STILL_PAIR = "still_pair"
 
 
 def _bounds(r: float, extent: int) -> tuple[float, float]:
@@ -69,6 +72,17 @@ def interaction_paths(rng: np.random.Generator, name: str, ra: float, rb: float,
         if inside and dist.min() >= clearance - 1e-6:
             return paths
     raise ValueError(f"cannot fit {name!r} with radii {ra:.1f}, {rb:.1f} in {width}x{height}")
+
+
+def still_pair_paths(rng: np.random.Generator, ra: float, rb: float, frames: int, height: int,
+                     width: int) -> np.ndarray:
+    """[2, F, 2] centres of two still objects, in frame and apart by at least ra + rb + 3u px."""
+    clearance = ra + rb + 3.0 * min(height, width) / 64.0
+    for _ in range(200):
+        p = np.array([[rng.uniform(*_bounds(r, width)), rng.uniform(*_bounds(r, height))] for r in (ra, rb)])
+        if np.linalg.norm(p[0] - p[1]) >= clearance:
+            return np.repeat(p[:, None], frames, axis=1)
+    raise ValueError(f"cannot fit two still objects with radii {ra:.1f}, {rb:.1f} in {width}x{height}")
 
 
 def _interaction_try(rng, name, ra, rb, s, height, width, unit):

@@ -393,13 +393,17 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, help="the UNet's peak learning rate (default: the preset's)")
     p.add_argument("--p-interaction", type=float,
                    help="share of two-object clips in the UNet's data, 0 to 1 (default: the preset's)")
+    p.add_argument("--p-still-pair", type=float,
+                   help='share of clips showing two still objects captioned "{A} and {B}", 0 to 1 (default 0: off)')
     p.add_argument("--init-from", help="a new run only: warm start from this ShapesWorld model folder (its VAE kept)")
     a = p.parse_args(argv)
     cfg = PRESETS[a.preset or ("h200" if a.device.startswith("cuda") else "cpu64")]
     if a.p_interaction is not None and not 0 <= a.p_interaction <= 1:
         p.error("--p-interaction is a share: expected a number from 0 to 1")
+    if a.p_still_pair is not None and not 0 <= a.p_still_pair < 1:
+        p.error("--p-still-pair is a share: expected a number from 0 to below 1")
     for k, v in (("batch", a.batch), ("vae_steps", a.vae_steps), ("seed", a.seed), ("lr", a.lr),
-                 ("p_interaction", a.p_interaction)):
+                 ("p_interaction", a.p_interaction), ("p_still_pair", a.p_still_pair)):
         if v is not None:
             cfg = replace(cfg, **{k: v})
     if a.extend is not None and not a.resume:

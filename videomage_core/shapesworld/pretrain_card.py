@@ -135,8 +135,11 @@ def write_model_card(
         "",
         "## Data",
         f"- {cfg.frames} frames at {cfg.width}x{cfg.height} px, generated on the fly (never repeated): "
-        f"{100 * (1 - cfg.p_interaction):.0f} % one object moving left / right / up / down / standing still, "
-        f"{100 * cfg.p_interaction:.0f} % two-object interactions {', '.join(PRETRAIN_INTERACTIONS)}.",
+        f"{100 * (1 - cfg.p_still_pair) * (1 - cfg.p_interaction):.0f} % one object moving left / right / up / "
+        f"down / standing still, {100 * (1 - cfg.p_still_pair) * cfg.p_interaction:.0f} % two-object interactions "
+        f"{', '.join(PRETRAIN_INTERACTIONS)}"
+        + (f", {100 * cfg.p_still_pair:.0f} % two objects standing still captioned \"{{A}} and {{B}}\""
+           if cfg.p_still_pair > 0 else "") + ".",
         f"- Never shown: the interactions {', '.join(HELD_OUT_INTERACTIONS)} (customization motions), and "
         f"these {len(HELD_OUT_CELLS)} held-out prompts (clips with these captions are rejected):",
         held,

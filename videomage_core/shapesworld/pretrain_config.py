@@ -56,6 +56,9 @@ class PretrainConfig:
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
     p_interaction: float = 0.4
+    # share of all clips showing two still objects captioned "{A} and {B}" (p_interaction is then the
+    # interactions' share of the rest); 0: the family is off and the data stream is the one before it existed
+    p_still_pair: float = 0.0
     # evaluation
     eval_samples: int = 40
     eval_steps: int = 30

@@ -70,6 +70,7 @@ def t2v_clips(rng: np.random.Generator, n: int, cfg: PretrainConfig) -> tuple[np
                 height=cfg.height,
                 width=cfg.width,
                 p_interaction=cfg.p_interaction,
+                p_still_pair=cfg.p_still_pair,
                 as_uint8=True,
             )
             if not is_held_out(clip.spec):
