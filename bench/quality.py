@@ -80,7 +80,7 @@ _MOTION_FIELDS = ("motion_steps", "inversion_steps", "motion_rank", "motion_cove
 _VIDEOMAGE_MOTION_ONLY = ("omega", "inversion_steps", "motion_renderings", "motion_renderings_look",
                           "motion_prior_from")
 _SUBJECT_FIELDS = ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks")
-_FUSION_FIELDS = ("fusion_steps", "lambda2", "generation_steps", "fusion_background")
+_FUSION_FIELDS = ("fusion_steps", "lambda2", "generation_steps", "fusion_background", "fusion_pair_denoising")
 NOT_READ_BY = {
     "subject": _MOTION_FIELDS + _FUSION_FIELDS,
     "motion": _SUBJECT_FIELDS + _FUSION_FIELDS,

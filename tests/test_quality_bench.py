@@ -202,8 +202,9 @@ def test_stage_digests_retrain_only_the_stage_a_recipe_change_reaches(tmp_path):
     changed = {field: {s for s, d in digests(**{field: value}).items() if d != base[s]}
                for field, value in [("lambda1", 0.0), ("subject_masks", True), ("motion_steps", 7),
                                     ("omega", 0.0), ("motion_renderings_look", "moving"), ("lambda2", 0.1),
-                                    ("lr_lora", 1e-4), ("tau", 0)]}
+                                    ("lr_lora", 1e-4), ("tau", 0), ("fusion_pair_denoising", 0.0)]}
     assert changed == {"lambda1": {"subject", "fusion"}, "subject_masks": {"subject", "fusion"},
                        "motion_steps": {"motion", "motiondirector"}, "omega": {"motion"},
                        "motion_renderings_look": {"motion"}, "lambda2": {"fusion"},
-                       "lr_lora": {"subject", "motion", "motiondirector", "fusion"}, "tau": set()}
+                       "lr_lora": {"subject", "motion", "motiondirector", "fusion"}, "tau": set(),
+                       "fusion_pair_denoising": {"fusion"}}

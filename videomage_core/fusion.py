@@ -24,7 +24,7 @@ from .diffusion import (add_noise, decode_latents, encode_prompts, encode_video,
 from .errors import require
 from .lora import (adapters_active, average_of_deltas, delete_lora, load_lora_state, lora_state_dict,
                    trainable_lora_parameters)
-from .losses import attention_mask_loss, attention_objective, fusion_loss, normalize_map
+from .losses import attention_mask_loss, attention_objective, fusion_loss, masked_mse, normalize_map
 from .model import text_encoder_parked
 from .sampling import SampleSettings, ddim_sample
 from .tokens import word_positions
@@ -50,6 +50,10 @@ class FusionSettings:
     subject_prompt: str | None = None  # None: the model's ``subject_video_prompt``, else SUBJECT_PROMPT
     background_prompt: str | None = None  # None: the model's ``background_prompt``, else BACKGROUND_PROMPT
     mask_threshold: float = 0.5
+    # beyond the paper: weight of a plain diffusion loss on the CutMix pair videos with their caption
+    # ("a <s1> and a <s2>"), so the fused LoRA also learns to draw the subjects together; 0: L_attn alone reads
+    # those videos (the paper)
+    pair_denoising: float = 0.0
     levels: tuple | None = None  # None: the model's attention_levels
     gradient_checkpointing: bool | str = "auto"  # "auto": on when the step would not fit the GPU (preflight)
 
@@ -78,8 +82,9 @@ def attention_mask(maps: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 
 def generation_steps(settings, subjects: int, background_given: bool = False) -> int:
     """How many sampling steps fusion's data takes (its ``fusion_videos`` progress stage): each
-    subject's videos, and the CutMix background when L_attn is on and none is given."""
-    videos = subjects * settings.videos_per_subject + (1 if settings.lambda2 > 0 and not background_given else 0)
+    subject's videos, and the CutMix background when L_attn or pair_denoising is on and none is given."""
+    cutmix = settings.lambda2 > 0 or settings.pair_denoising > 0
+    videos = subjects * settings.videos_per_subject + (1 if cutmix and not background_given else 0)
     return videos * settings.generation_steps
 
 
@@ -219,9 +224,9 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
         texts = [encode_prompts(model, [settings.subject_prompt.format(token=list(a.tokens)[0])])
                  for a in subjects]
 
-        # CutMix videos for L_attn
+        # CutMix videos for L_attn (and pair_denoising)
         cutmix = []
-        if settings.lambda2 > 0:
+        if settings.lambda2 > 0 or settings.pair_denoising > 0:
             bg = background if background is not None else _generated_background(
                 model, settings, cache_dir, cancel, within(callback, "fusion_videos", total - per_video, total))
             sources = []
@@ -275,23 +280,32 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                     loss_scale.backward(part / len(subjects))
                 l_parts.append(part.detach())
             l_fusion = torch.stack(l_parts).mean()
-            l_attn = torch.zeros(())
-            if settings.lambda2 > 0:
+            l_attn = l_pair = torch.zeros(())
+            if settings.lambda2 > 0 or settings.pair_denoising > 0:
                 c = cutmix[int(torch.randint(0, len(cutmix), (1,), generator=gen))]
                 noise = randn(c["latents"].shape, gen, model)
                 t = sample_timesteps(model, 1, gen)
                 x_t = add_noise(model, c["latents"], noise, t)
                 # backward inside the recorder: gradient checkpointing recomputes these layers with
-                # the same (explicit) attention as the forward
+                # the same (explicit) attention as the forward; the prediction is only read for pair_denoising
+                # (the whole UNet runs then, not only up to the last recorded layer)
                 with recorder, adapters_active(model, ["fused"]):
-                    with recorder.recording(x_t.shape, stop_after_last=True):
-                        predict_noise(model, x_t, t, c["text"])
+                    with recorder.recording(x_t.shape, stop_after_last=settings.pair_denoising == 0):
+                        pred = predict_noise(model, x_t, t, c["text"])
                     maps = recorder.spatial_maps()
                     sca = [maps[:, :, cols].mean(2) for cols in c["columns"]]
                     l_attn = attention_mask_loss(sca, c["masks"])
-                    loss_scale.backward(settings.lambda2 * l_attn)
-            total = attention_objective(l_fusion, l_attn.detach(), settings.lambda2)
-            return total, {"L_fusion": l_fusion, "L_attn": l_attn.detach()}
+                    objective = settings.lambda2 * l_attn
+                    if settings.pair_denoising > 0:
+                        l_pair = masked_mse(pred, noise)
+                        objective = objective + settings.pair_denoising * l_pair
+                    loss_scale.backward(objective)
+            total = (attention_objective(l_fusion, l_attn.detach(), settings.lambda2)
+                     + settings.pair_denoising * l_pair.detach())
+            logs = {"L_fusion": l_fusion, "L_attn": l_attn.detach()}
+            if settings.pair_denoising > 0:
+                logs["L_pair"] = l_pair.detach()
+            return total, logs
 
         run = ""
         if checkpoint_path:  # what the checkpoint belongs to (only hashed when there is one)

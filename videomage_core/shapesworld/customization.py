@@ -89,6 +89,10 @@ class Recipe:
     # caption ever showed; "still_pair": "a <s1> and a <s2>" (fusion's L_attn caption; a pretraining caption
     # only on a model pretrained with PretrainConfig.p_still_pair > 0); "": the target prompt (the paper)
     subject_interaction: str = ""
+    # beyond the paper: fusion also trains denoising on its CutMix pair videos, "a <s1> and a <s2>", with this
+    # weight (fusion.FusionSettings.pair_denoising); 0: the paper. 1 measured no worse on every VideoMage measure
+    # (docs/shapesworld.md, session 17)
+    fusion_pair_denoising: float = 1.0
     # beyond the paper: the motion LoRA also trains on this many renderings of the reference clip's very paths
     # with every object re-hued and re-shaped at random (motion.train_motion's ``renderings``), so it cannot
     # keep the reference's looks; 0: the reference alone (the paper). 8 with the prior at 0.1 trades motion for
@@ -238,7 +242,7 @@ def fuse_artifact(model, subjects, pair: tuple[ObjectSpec, ObjectSpec], recipe: 
     settings = FusionSettings(lambda2=recipe.lambda2 if lambda2 is None else lambda2, steps=recipe.fusion_steps,
                               lr_lora=recipe.lr_lora, seed=seed, frames=recipe.frames, height=recipe.size,
                               width=recipe.size, generation_steps=recipe.generation_steps, cfg=recipe.cfg,
-                              videos_per_subject=1, cutmix_videos=4)
+                              videos_per_subject=1, cutmix_videos=4, pair_denoising=recipe.fusion_pair_denoising)
     images = [subject_images(s, seed + 100 * k, recipe.size, recipe.images) for k, s in enumerate(pair)]
     return fuse_subjects(model, subjects, settings, subject_images=images, cache_dir=cache_dir, callback=callback,
                          background=fusion_background(recipe, seed))
