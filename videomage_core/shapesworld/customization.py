@@ -290,8 +290,6 @@ def subject_branch_prompt(recipe: Recipe, prompt: str) -> str:
     tokens = TOKEN_IN_TEXT.findall(prompt)
     if len(tokens) != 2:
         raise VideoMageInputError("prompt", f"expected two subject tokens, found {tokens} in {prompt!r}")
-    if recipe.subject_interaction == STILL_PAIR:
-        return f"a {tokens[0]} and a {tokens[1]}"
     return interaction_prompt(recipe.subject_interaction, f"a {tokens[0]}", f"a {tokens[1]}")
 
 

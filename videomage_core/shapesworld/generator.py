@@ -140,6 +140,7 @@ _INTERACTION_TEMPLATES = {
     "orbit": "{a} orbits {b}",
     "jump_over": "{a} jumps over {b}",
     "swap": "{a} and {b} swap places",
+    STILL_PAIR: "{a} and {b}",  # two still objects: pretraining only (PretrainConfig.p_still_pair)
 }
 
 #: Every word a caption can contain (for building a tokenizer).
@@ -297,7 +298,8 @@ class SubjectImages:
 
 
 def interaction_prompt(motion: str, a: str, b: str) -> str:
-    """The caption template of an interaction filled with two noun phrases ("a <s1>", "a <s2>")."""
+    """The caption template of an interaction (or ``STILL_PAIR``) filled with two noun phrases ("a <s1>",
+    "a <s2>")."""
     if motion not in _INTERACTION_TEMPLATES:
         raise ValueError(f"unknown interaction {motion!r}")
     return _INTERACTION_TEMPLATES[motion].format(a=a, b=b)
@@ -316,7 +318,7 @@ def caption(objects: Sequence[ObjectSpec], motion: str) -> str:
     a, b = nps
     if b == a:
         b = "another " + b[2:]
-    return f"{a} and {b}" if motion == STILL_PAIR else interaction_prompt(motion, a, b)
+    return interaction_prompt(motion, a, b)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -453,27 +455,18 @@ def sample_single(rng: np.random.Generator, direction: str | None = None, subjec
 
 def sample_interaction(rng: np.random.Generator, name: str, subjects: Sequence[ObjectSpec] | None = None,
                        frames: int = 8, height: int = 64, width: int = 64, as_uint8: bool = False) -> Clip:
-    """Two objects performing interaction ``name``; random subjects (hues >= 60 deg apart) when None."""
+    """Two objects performing interaction ``name`` (or standing still: ``STILL_PAIR``); random subjects (hues
+    >= 60 deg apart) when None."""
     if subjects is None:
         a = sample_object(rng, size_range=PAIR_SIZE)
         subjects = (a, sample_object(rng, size_range=PAIR_SIZE, avoid_hue=a.hue))
     if len(subjects) != 2:
         raise ValueError("an interaction needs two subjects")
     ra, rb = (o.radius_px(height, width) for o in subjects)
-    paths = interaction_paths(rng, name, ra, rb, frames, height, width)
+    paths = (still_pair_paths(rng, ra, rb, frames, height, width) if name == STILL_PAIR
+             else interaction_paths(rng, name, ra, rb, frames, height, width))
     spec = ClipSpec(objects=tuple(subjects), paths=paths, motion=name,
                     background=sample_background(rng), height=height, width=width)
-    return render_clip(spec, as_uint8=as_uint8)
-
-
-def sample_still_pair(rng: np.random.Generator, frames: int = 8, height: int = 64, width: int = 64,
-                      as_uint8: bool = False) -> Clip:
-    """Two random objects (hues >= 60 deg apart) standing still, captioned "{A} and {B}"."""
-    a = sample_object(rng, size_range=PAIR_SIZE)
-    b = sample_object(rng, size_range=PAIR_SIZE, avoid_hue=a.hue)
-    paths = still_pair_paths(rng, a.radius_px(height, width), b.radius_px(height, width), frames, height, width)
-    spec = ClipSpec(objects=(a, b), paths=paths, motion=STILL_PAIR, background=sample_background(rng),
-                    height=height, width=width)
     return render_clip(spec, as_uint8=as_uint8)
 
 
@@ -484,7 +477,7 @@ def sample_pretraining_clip(rng: np.random.Generator, frames: int = 8, height: i
     ``p_interaction`` is the interactions' share of the rest (at 0 the random stream is the one before the
     option existed)."""
     if p_still_pair > 0 and rng.random() < p_still_pair:
-        return sample_still_pair(rng, frames=frames, height=height, width=width, as_uint8=as_uint8)
+        return sample_interaction(rng, STILL_PAIR, frames=frames, height=height, width=width, as_uint8=as_uint8)
     if rng.random() < p_interaction:
         name = PRETRAIN_INTERACTIONS[rng.integers(len(PRETRAIN_INTERACTIONS))]
         return sample_interaction(rng, name, frames=frames, height=height, width=width, as_uint8=as_uint8)
