@@ -155,12 +155,15 @@ def test_demo_runs_end_to_end_at_test_scale(tmp_path):
     assert set(saved["losses"]) == {"subject_1", "subject_2", "motion", "motion_inversion", "fusion"}
     assert all(len(v) >= 2 for v in saved["losses"].values())
     assert saved["timings_s"]["total"] > 0 and report["timings"]["total"] == saved["timings_s"]["total"]
-    assert set(saved["measures"]) == {"videomage", "wo_scs", "motion_stage"}
+    assert set(saved["measures"]) == {"videomage", "wo_scs", "motion_stage", "subjects_stage"}
     for name in ("videomage", "wo_scs"):
         assert set(saved["measures"][name]) >= {"subject_fidelity", "motion_fidelity", "leakage", "binding",
                                                 "temporal_consistency"}
     # the motion LoRA alone, scored against the reference: one motion fidelity, whatever the tiny steps drew
     assert 0.0 <= saved["measures"]["motion_stage"] <= 1.0 and "motion_stage" in saved["measures_note"]
+    # and the fused subjects alone on "a <subject1> and a <subject2>": one pair subject fidelity
+    assert 0.0 <= saved["measures"]["subjects_stage"] <= 1.0
+    assert '"a <subject1> and a <subject2>"' in saved["measures_note"]
     assert saved["model"]["kind"].startswith("built-in ShapesWorld")
     assert saved["inputs"]["reference_motion"] == "orbit"
     frames = load_video(out / "side_by_side.webp")  # reference | subjects | VideoMage | w/o SCS, 4x upscaled

@@ -108,6 +108,11 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     t0 = time.perf_counter()
     motion_stage = C.generate_with(model, motion, stage_prompt, recipe, seed, prior_from=motion)
     clock("sample_motion_stage", t0)
+    # the subject half's own check: the fused LoRA alone, from fresh noise, on fusion's caption of the pair
+    t0 = time.perf_counter()
+    pair_prompt = C.subjects_stage_prompt(tokens)
+    subjects_stage = C.generate_with(model, fused, pair_prompt, recipe, seed)
+    clock("sample_subjects_stage", t0)
     save_animation(_upscale(video, view), out / "videomage.webp")
     save_animation(_upscale(plain, view), out / "wo_scs.webp")
     stills = torch.cat([C.subject_images(s, seed + n, size, 1)[0] for n, s in enumerate(pair)], 2)
@@ -134,11 +139,15 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
         "timings_s": timings,
         "measures": {"videomage": C.measure_customized(video, pair, reference),
                      "wo_scs": C.measure_customized(plain, pair, reference),
-                     "motion_stage": C.measure_motion(motion_stage, reference)},
+                     "motion_stage": C.measure_motion(motion_stage, reference),
+                     "subjects_stage": C.measure_customized(subjects_stage, pair, reference)["subject_fidelity"]},
         "measures_note": "exact ShapesWorld detectors (1 = perfect; leakage: 0 = none). motion_stage: the "
                          "motion LoRA alone with its noise prior on \"" + stage_prompt + "\" (no subjects, "
                          "as make quality's motion stage), scored against the reference: whether the motion was "
-                         "learned at all. One seed: see bench/RESULTS.md (make quality) for means over many "
+                         "learned at all. subjects_stage: the fused subjects' LoRA alone on \"" + pair_prompt
+                         + "\" (no motion; fresh noise): both subjects' fidelity where both are shown together, "
+                         "0 when it draws fewer than two objects: whether fusion kept the two subjects drawable "
+                         "side by side. One seed: see bench/RESULTS.md (make quality) for means over many "
                          "subjects, motions and seeds.",
         "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
                         and "cache" not in p.parts),

@@ -278,6 +278,12 @@ def motion_stage_prompt(motion: str) -> str:
     return interaction_prompt(motion, f"a {SUPERCLASS}", f"another {SUPERCLASS}")
 
 
+def subjects_stage_prompt(tokens: tuple[str, str]) -> str:
+    """The prompt fused subjects are checked on by themselves, with no motion: "a <s1> and a <s2>" (the
+    caption fusion's L_attn trains on)."""
+    return interaction_prompt(STILL_PAIR, f"a {tokens[0]}", f"a {tokens[1]}")
+
+
 def subject_branch_prompt(recipe: Recipe, prompt: str) -> str:
     """SCS's subject-branch prompt: "" (the target prompt itself), or ``recipe.subject_interaction``'s caption
     of the target prompt's two subject tokens, in their order."""
@@ -419,6 +425,6 @@ def recipe_dict(recipe: Recipe) -> dict:
 
 __all__ = ["HELD_OUT_INTERACTIONS", "MEASURES", "Recipe", "customized_prompt", "fuse_artifact", "generate",
            "generate_with", "measure_customized", "measure_motion", "measure_subject", "reference_clip",
-           "round_trip", "subject_images", "subject_pairs", "train_motion_artifact", "train_motiondirector_artifact",
+           "round_trip", "subject_images", "subject_pairs", "subjects_stage_prompt", "train_motion_artifact", "train_motiondirector_artifact",
            "train_subject_artifact",
            "vae_ceiling"]
