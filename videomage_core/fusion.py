@@ -80,11 +80,15 @@ def attention_mask(maps: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return (normalize_map(m) >= threshold).float()
 
 
+def uses_cutmix(settings) -> bool:
+    """Whether fusion builds and trains on CutMix pair videos: for L_attn, or for pair_denoising."""
+    return settings.lambda2 > 0 or settings.pair_denoising > 0
+
+
 def generation_steps(settings, subjects: int, background_given: bool = False) -> int:
     """How many sampling steps fusion's data takes (its ``fusion_videos`` progress stage): each
-    subject's videos, and the CutMix background when L_attn or pair_denoising is on and none is given."""
-    cutmix = settings.lambda2 > 0 or settings.pair_denoising > 0
-    videos = subjects * settings.videos_per_subject + (1 if cutmix and not background_given else 0)
+    subject's videos, and the CutMix background when :func:`uses_cutmix` and none is given."""
+    videos = subjects * settings.videos_per_subject + (1 if uses_cutmix(settings) and not background_given else 0)
     return videos * settings.generation_steps
 
 
@@ -226,7 +230,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
 
         # CutMix videos for L_attn (and pair_denoising)
         cutmix = []
-        if settings.lambda2 > 0 or settings.pair_denoising > 0:
+        if uses_cutmix(settings):
             bg = background if background is not None else _generated_background(
                 model, settings, cache_dir, cancel, within(callback, "fusion_videos", total - per_video, total))
             sources = []
@@ -281,7 +285,7 @@ def fuse_subjects(model, subjects: list[LoraArtifact], settings: FusionSettings,
                 l_parts.append(part.detach())
             l_fusion = torch.stack(l_parts).mean()
             l_attn = l_pair = torch.zeros(())
-            if settings.lambda2 > 0 or settings.pair_denoising > 0:
+            if uses_cutmix(settings):
                 c = cutmix[int(torch.randint(0, len(cutmix), (1,), generator=gen))]
                 noise = randn(c["latents"].shape, gen, model)
                 t = sample_timesteps(model, 1, gen)

@@ -425,6 +425,5 @@ def recipe_dict(recipe: Recipe) -> dict:
 
 __all__ = ["HELD_OUT_INTERACTIONS", "MEASURES", "Recipe", "customized_prompt", "fuse_artifact", "generate",
            "generate_with", "measure_customized", "measure_motion", "measure_subject", "reference_clip",
-           "round_trip", "subject_images", "subject_pairs", "subjects_stage_prompt", "train_motion_artifact", "train_motiondirector_artifact",
-           "train_subject_artifact",
-           "vae_ceiling"]
+           "round_trip", "subject_images", "subject_pairs", "subjects_stage_prompt", "train_motion_artifact",
+           "train_motiondirector_artifact", "train_subject_artifact", "vae_ceiling"]
