@@ -46,6 +46,20 @@ def superclass_error(superclass) -> str | None:
     return "superclass: a class word is required (e.g. 'dog' for '<my_dog>')"
 
 
+def caption_lines(text) -> tuple[str, ...] | None:
+    """The captions input: its non-empty lines, or None when it has none."""
+    lines = tuple(line.strip() for line in str(text or "").splitlines() if line.strip())
+    return lines or None
+
+
+def keyed_settings(settings) -> dict:
+    """The settings a trained file is keyed on; without captions, the same key as before captions existed."""
+    out = asdict(settings)
+    if out.get("image_captions") is None:
+        out.pop("image_captions", None)
+    return out
+
+
 class VideoMageTrainSubject:
     DESCRIPTION = (
         "Learns one subject from 3-5 images: a new token (textual inversion) and a LoRA on the "
@@ -136,6 +150,14 @@ class VideoMageTrainSubject:
                     "Recompute activations in the backward pass: far less GPU memory, about 20-30 % more "
                     "time, identical result. auto: on only when the memory estimate says the step would "
                     "not fit the GPU's free memory.")}),
+                "image_captions": STR(
+                    "",
+                    "Beyond the paper: one caption per image, one per line, in the batch's order, each "
+                    "naming the subject as {token} or the token itself (e.g. '{token} next to a red cup'). "
+                    "Empty: 'A <token>' for every image. Naming what else an image shows keeps the token "
+                    "from learning it.",
+                    multiline=True,
+                ),
             },
         }
 
@@ -164,6 +186,7 @@ class VideoMageTrainSubject:
         aux_video=None,
         aux_caption="",
         gradient_checkpointing="auto",
+        image_captions="",
     ):
         import torch
 
@@ -186,6 +209,7 @@ class VideoMageTrainSubject:
             prior_videos=prior_videos,
             prior_frames=prior_frames,
             prior_steps=prior_steps,
+            image_captions=caption_lines(image_captions),
         )
         aux = None
         if aux_video is not None:
@@ -195,7 +219,7 @@ class VideoMageTrainSubject:
         key = request_key(
             "subject",
             model,
-            asdict(settings),
+            keyed_settings(settings),
             {
                 "images": tensor_digest(images),
                 "masks": tensor_digest(masks),

@@ -200,3 +200,29 @@ def test_cli_trains_and_exports_on_comfyuis_wan_files(wan_files, tmp_path, capsy
     assert main(["train-subject", *files[:4], "--images", str(imgs), "--token", "<t>", "--superclass", "toy",
                  "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "--vae" in capsys.readouterr().err
+
+
+def test_cli_train_subject_image_captions(tiny_model_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from videomage_core.artifacts import load_artifact
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(2):
+        Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(imgs / f"{i}.png")
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a {token} by a red cup\n\n<toy> on grass\n")  # blank lines are not captions
+    base = ["train-subject", "--model", str(tiny_model_dir), "--size", "64x64", "--steps", "1",
+            "--images", str(imgs), "--token", "<toy>", "--superclass", "toy"]
+    out, video = tmp_path / "toy.safetensors", tmp_path / "aux.webp"
+    save_animation(torch.rand(3, 64, 64, 3), video)
+    assert main([*base, "--image-captions", str(captions), "--aux-video", str(video), "a toy",
+                 "--out", str(out)]) == 0
+    assert load_artifact(out).train_args["image_captions"] == ["a {token} by a red cup", "<toy> on grass"]
+    assert main([*base, "--image-captions", str(tmp_path / "none.txt"), "--out", str(tmp_path / "y.safetensors")]) == 2
+    assert "--image-captions: cannot read" in capsys.readouterr().err
+    captions.write_text("a {token}\n")
+    assert main([*base, "--image-captions", str(captions), "--out", str(tmp_path / "y.safetensors")]) == 2
+    assert "error: --image-captions: expected one caption per image (2), got 1" in capsys.readouterr().err
+    assert not (tmp_path / "y.safetensors").exists()

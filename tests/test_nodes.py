@@ -278,6 +278,27 @@ def test_train_subject_errors_name_the_input(N, model):
         _subject(N, model, aux_video=torch.rand(2, 64, 64, 3))
 
 
+def test_train_subject_image_captions(N, model):
+    """One caption per line, per image; empty lines are not captions; the empty input keys a trained file
+    exactly as before the input existed (files trained then still load)."""
+    from dataclasses import asdict
+
+    from nodes.train_subject import caption_lines, keyed_settings
+    from videomage_core.errors import VideoMageInputError
+    from videomage_core.subject import SubjectSettings
+
+    assert caption_lines("") is None and caption_lines(" \n \n") is None
+    assert caption_lines("a {token} by a cup\n\n  <cap> on grass \n") == ("a {token} by a cup", "<cap> on grass")
+    plain = asdict(SubjectSettings())
+    plain.pop("image_captions")
+    assert keyed_settings(SubjectSettings()) == plain
+    assert keyed_settings(SubjectSettings(image_captions=("a {token}",)))["image_captions"] == ("a {token}",)
+    with pytest.raises(VideoMageInputError, match=r"^image_captions: expected one caption per image \(3\), got 2"):
+        _subject(N, model, token="<cap>", image_captions="a {token}\na {token} by a cup")
+    art = _subject(N, model, token="<cap>", image_captions="a {token}\na {token} by a cup\n<cap> on grass")
+    assert art["result"][0].train_args["image_captions"] == ("a {token}", "a {token} by a cup", "<cap> on grass")
+
+
 def test_runs_under_inference_mode(N, model):
     """ComfyUI runs nodes under torch.inference_mode(): training must still work."""
     with torch.inference_mode():

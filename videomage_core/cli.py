@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda1", type=float, default=0.25, help="weight of L_reg (prior preservation)")
     p.add_argument("--aux-video", nargs=2, action="append", metavar=("VIDEO", "CAPTION"),
                    help="auxiliary video + caption for L_reg (repeatable); default: prior videos")
+    p.add_argument("--image-captions", help="beyond the paper: a text file with one caption per image, one "
+                   "per line, in --images' order (a folder's files sort by name), each naming the subject as "
+                   "{token} or the token itself; default: 'A <token>' for every image")
     p.add_argument("--cache-dir", default="outputs/cache", help="where generated prior videos are cached")
 
     p = sub.add_parser("train-motion", formatter_class=_Help, help="learn a motion (temporal LoRA) from a reference video")
@@ -202,6 +205,17 @@ def check_output(args) -> None:
                 f"expected a .safetensors file, got '{args.out}'")
 
 
+def _captions(path) -> tuple[str, ...] | None:
+    """--image-captions: the file's non-empty lines, or None without the flag."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VideoMageInputError("--image-captions", f"cannot read '{path}' as UTF-8 text ({exc})") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _checkpointing(args):
     from .preflight import parse_checkpointing
 
@@ -277,6 +291,7 @@ def run(args) -> int:
         settings = SubjectSettings(token=args.token, superclass=args.superclass, steps=args.steps,
                                    rank=args.rank, lr_lora=args.lr_lora, lr_token=args.lr_token,
                                    lambda1=args.lambda1, seed=args.seed, height=height, width=width,
+                                   image_captions=_captions(args.image_captions),
                                    gradient_checkpointing=_checkpointing(args))
         _preflight(model, "subject", settings, images=images.shape[0])
         art = train_subject(model, images, settings, masks=masks, aux_videos=aux or None,

@@ -12,7 +12,7 @@ from .preflight import resolve_checkpointing
 from .data import check_images, check_masks, check_size, check_video, fit_to_size, mask_to_latent
 from .diffusion import (add_noise, encode_prompts, encode_video, predict_noise, randn, sample_timesteps,
                         snap_frames, training_target)
-from .errors import require
+from .errors import VideoMageInputError, require
 from .lora import adapters_active, delete_lora, inject_lora, lora_state_dict, trainable_lora_parameters
 from .losses import regularization_loss, subject_loss, subject_objective
 from .sampling import SampleSettings, ddim_sample
@@ -38,6 +38,11 @@ class SubjectSettings:
     height: int = 320
     width: int = 576
     prompt_template: str = "A {token}"
+    # beyond the paper: one caption per image, in the images' order, each naming the subject as ``{token}`` (or
+    # the token itself), e.g. "a {token} and a red circle" for an image that also shows a red circle; None: every
+    # image gets ``prompt_template``. Two subject LoRAs learned from images with a second, named object no longer
+    # merge into one object when used together (docs/shapesworld.md, sessions 19-20)
+    image_captions: tuple[str, ...] | None = None
     prior_videos: int = 4
     prior_frames: int = 8
     prior_steps: int = 25
@@ -59,6 +64,29 @@ def image_count_note(count: int) -> str | None:
     effect = ("fewer give the LoRA less variety of pose and background to tell the subject from" if count < lo
               else "more work too, but every step trains on all of them (slower steps, more memory)")
     return f"note: {count} image(s); the paper learns a subject from {lo}-{hi}, {effect}"
+
+
+def training_captions(settings: SubjectSettings, count: int) -> list[str]:
+    """The caption of each of ``count`` training images: ``settings.image_captions`` (checked: one per image,
+    each naming the token) or ``prompt_template`` for every image."""
+    if settings.image_captions is None:
+        return [settings.prompt_template.format(token=settings.token)] * count
+    captions = list(settings.image_captions)
+    require(len(captions) == count, "image_captions",
+            f"expected one caption per image ({count}), got {len(captions)}")
+    out = []
+    for i, caption in enumerate(captions):
+        require(isinstance(caption, str) and caption.strip() != "", "image_captions",
+                f"caption {i + 1} is empty; each image needs a caption that names {settings.token}")
+        try:
+            text = caption.strip().format(token=settings.token)
+        except (KeyError, IndexError, ValueError) as e:
+            raise VideoMageInputError("image_captions", f"caption {i + 1} ({caption!r}): only {{token}} may be "
+                                                        f"in braces ({e})") from None
+        require(settings.token in text, "image_captions",
+                f"caption {i + 1} ({caption!r}) does not name the subject: write {{token}} or {settings.token}")
+        out.append(text)
+    return out
 
 
 def prior_videos(model, superclass: str, count: int, frames: int, height: int, width: int,
@@ -111,6 +139,7 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
     require(bool(settings.superclass and settings.superclass.strip()), "superclass",
             "a superclass word is required (e.g. 'dog' for '<my_dog>')")
     require(settings.steps >= 1, "steps", f"expected at least 1 step, got {settings.steps}")
+    captions = training_captions(settings, images.shape[0])
     pixels, masks = fit_to_size(images, settings.height, settings.width, masks)
     gen = torch.Generator().manual_seed(int(settings.seed))
     x_img = torch.cat([encode_video(model, pixels[i:i + 1]) for i in range(pixels.shape[0])])
@@ -129,7 +158,7 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
     add_token(model, settings.token, init_word=settings.superclass)
     adapter = f"train_subject_{settings.token}"
     inject_lora(model, adapter, "spatial", settings.rank, settings.alpha, seed=settings.seed)
-    prompt = settings.prompt_template.format(token=settings.token)
+    same_caption = len(set(captions)) == 1
     set_gradient_checkpointing(model.unet, resolve_checkpointing(model, "subject", settings,
                                                                  images=x_img.shape[0]))
     try:
@@ -143,7 +172,8 @@ def train_subject(model, images: torch.Tensor, settings: SubjectSettings, masks:
                 n = x_img.shape[0]
                 noise = randn(x_img.shape, gen, model)
                 t = sample_timesteps(model, n, gen)
-                text = encode_prompts(model, [prompt]).expand(n, -1, -1)  # one prompt for every image
+                text = (encode_prompts(model, captions[:1]).expand(n, -1, -1) if same_caption  # one for all
+                        else encode_prompts(model, captions))
                 l_sub = subject_loss(predict_noise(model, add_noise(model, x_img, noise, t), t, text),
                                      training_target(model, x_img, noise), weight)
                 loss_scale.backward(l_sub)

@@ -115,6 +115,11 @@ class Recipe:
     # subject-LoRA scale during the first steps, where motion and layout form
     early_subject_scale: float = 0.5
     early_subject_steps: int = 10
+    # beyond the paper: each subject image also shows a second, named world object, and says so in its own
+    # caption ("a <s> and a red circle"; subject.SubjectSettings.image_captions). Two subject LoRAs learned so
+    # no longer merge into one object on "a <s1> and a <s2>" (make demo's draw 0.04 -> 0.30, make quality's
+    # pairs 0.14 -> 0.22, fused), but gain nothing under SCS yet (docs/shapesworld.md, sessions 19-20)
+    subject_companion: bool = False
 
     @classmethod
     def for_model(cls, model, **overrides) -> Recipe:
@@ -162,6 +167,28 @@ def subject_images(subject: ObjectSpec, seed: int, size: int, n: int) -> tuple[t
     return torch.from_numpy(imgs.images).float(), torch.from_numpy(imgs.masks).float()
 
 
+def subject_images_with_companion(subject: ObjectSpec, token: str, seed: int, size: int, n: int
+                                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """``n`` still images ``[N, H, W, 3]`` of one subject beside a second, named object (a named colour at
+    least 60 degrees from the subject's hue, a named shape, placed as pretraining's still pairs), the
+    subject's masks ``[N, H, W]`` and each image's caption, "a <s> and a red circle"."""
+    rng = np.random.default_rng([seed, 6521])
+    colours = [c for c, h in NAMED_COLOURS.items() if hue_distance(h, subject.hue) >= 60]
+    images, masks, captions = [], [], []
+    for _ in range(n):
+        subj = replace(subject, size=subject.size * float(rng.uniform(0.9, 1.2)))
+        colour, shape = colours[int(rng.integers(len(colours)))], NAMED_SHAPES[int(rng.integers(len(NAMED_SHAPES)))]
+        other = replace(sample_object(rng, named_colour=True, shape=shape, texture="plain", size_range=PAIR_SIZE),
+                        hue=NAMED_COLOURS[colour])
+        first = rng.random() < 0.5
+        clip = sample_interaction(rng, STILL_PAIR, subjects=[subj, other] if first else [other, subj], frames=1,
+                                  height=size, width=size)
+        images.append(clip.frames[0])
+        masks.append(clip.masks[0 if first else 1, 0])
+        captions.append(interaction_prompt(STILL_PAIR, f"a {token}", f"a {colour} {shape}"))
+    return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(masks)).float(), tuple(captions)
+
+
 def customized_prompt(motion: str, tokens: tuple[str, str]) -> str:
     """"a <s1> orbits a <s2>": the held-out interaction's caption with the subjects' tokens."""
     return interaction_prompt(motion, f"a {tokens[0]}", f"a {tokens[1]}")
@@ -174,12 +201,16 @@ def train_subject_artifact(model, subject: ObjectSpec, token: str, recipe: Recip
                            callback=None):
     from ..subject import SubjectSettings, train_subject
 
-    images, masks = subject_images(subject, seed, recipe.size, recipe.images)
+    captions = None
+    if recipe.subject_companion:
+        images, masks, captions = subject_images_with_companion(subject, token, seed, recipe.size, recipe.images)
+    else:
+        images, masks = subject_images(subject, seed, recipe.size, recipe.images)
     settings = SubjectSettings(token=token, superclass=SUPERCLASS, steps=recipe.subject_steps, rank=recipe.rank,
                                lr_lora=recipe.lr_lora, lr_token=recipe.lr_token, lambda1=recipe.lambda1,
                                seed=seed, height=recipe.size, width=recipe.size,
                                prior_videos=recipe.prior_videos, prior_frames=recipe.frames,
-                               prior_steps=recipe.prior_steps, prior_cfg=recipe.cfg)
+                               prior_steps=recipe.prior_steps, prior_cfg=recipe.cfg, image_captions=captions)
     return train_subject(model, images, settings, masks=masks if recipe.subject_masks else None, cache_dir=cache_dir,
                          callback=callback)
 
