@@ -50,6 +50,7 @@ from bench.markdown import write_section
 from bench.quality_stats import (  # noqa: F401 (re-exported: the bench's names in one place)
     BASELINE,
     METHODS,
+    OPTION_RECIPES,
     OPTIONS,
     RECIPES,
     T975,
@@ -79,7 +80,8 @@ _MOTION_FIELDS = ("motion_steps", "inversion_steps", "motion_rank", "motion_cove
                   "motion_renderings_look", "motion_prior_from")
 _VIDEOMAGE_MOTION_ONLY = ("omega", "inversion_steps", "motion_renderings", "motion_renderings_look",
                           "motion_prior_from")
-_SUBJECT_FIELDS = ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks")
+_SUBJECT_FIELDS = ("subject_steps", "lambda1", "images", "prior_videos", "prior_steps", "subject_masks",
+                   "subject_companion")
 _FUSION_FIELDS = ("fusion_steps", "lambda2", "generation_steps", "fusion_background", "fusion_pair_denoising")
 NOT_READ_BY = {
     "subject": _MOTION_FIELDS + _FUSION_FIELDS,
@@ -155,7 +157,7 @@ class Quality:
         and the measuring and sampling code (measures are cached per (pair, motion, seed), so more seeds later
         measure only the new ones, and an edited detector or sampler measures everything again)."""
         measuring = hashlib.sha256(b"".join(p.read_bytes() for p in MEASURING_CODE)).hexdigest()[:12]
-        key = json.dumps([self.digest(), C.recipe_dict(self.recipe), VARIANTS, RECIPES, measuring])
+        key = json.dumps([self.digest(), C.recipe_dict(self.recipe), VARIANTS, RECIPES, OPTION_RECIPES, measuring])
         return hashlib.sha256(key.encode()).hexdigest()[:8]
 
     def _measured(self, name: str, measure) -> tuple[bool, object]:
@@ -198,6 +200,17 @@ class Quality:
                 lambda subs=subs, pair=pair, i=i: C.fuse_artifact(m, subs, pair, r, 700 + i, lambda2=0.0,
                                                                   cache_dir=cache), "fusion")
             arts[f"averaged_p{i}"] = average_subjects(subs)
+        # the subject_companion option: the same subjects learned from images with a second, named object
+        rc = dataclasses.replace(r, subject_companion=True)
+        for i, pair in enumerate(self.pairs):
+            for k, subj in enumerate(pair):
+                name = f"subject_p{i}s{k}_companion"
+                arts[name] = self._cached(name, lambda s=subj, t=self.token(i, k), sd=10 * i + k:
+                                          C.train_subject_artifact(m, s, t, rc, sd, cache), "subject")
+            subs = [arts[f"subject_p{i}s0_companion"], arts[f"subject_p{i}s1_companion"]]
+            arts[f"fused_p{i}_companion"] = self._cached(f"fused_p{i}_companion", lambda subs=subs, pair=pair, i=i:
+                                                         C.fuse_artifact(m, subs, pair, rc, 700 + i, cache_dir=cache),
+                                                         "fusion")
         return arts
 
     @staticmethod
@@ -265,7 +278,7 @@ class Quality:
                         out = []
                         nxt = self.motions[(self.motions.index(motion) + 1) % len(self.motions)]
                         for name, recipe_name, guided, prior, option in VARIANTS:
-                            sk, mk, mode = RECIPES[recipe_name]
+                            sk, mk, mode = {**RECIPES, **OPTION_RECIPES}[recipe_name]
                             video = C.generate(m, arts[sk.format(i=i)], arts[mk.format(m=motion)], prompt, r, seed,
                                                mode, noise_prior=prior, guided=guided,
                                                early_subject=option == "customcrafter",
@@ -298,6 +311,16 @@ def _renderings_note(recipe: dict) -> str:
     return (f" Beyond the paper, VideoMage's motion LoRAs (and w/o L_mot's) train on their reference and {n} "
             "renderings of its paths in random hues and shapes (`Recipe.motion_renderings`); MotionDirector's, "
             "on the reference alone.") if n else ""
+
+
+def _companion_row(opt: dict, d) -> list[str]:
+    c = opt.get("subject_companion")
+    if c is None:  # a quality.json written before the option existed
+        return []
+    return [f"| subject LoRAs learned from images with a second, named object, each captioned so (\"a <s> and a "
+            f"red circle\"), fused | {_fmt(c['subject_fidelity'])} | {_fmt(c['motion_fidelity'])} | "
+            f"{_fmt(c['motion_fidelity_next'])} | {d(c, 'subject_fidelity')} / {d(c, 'motion_fidelity')} / "
+            f"{d(c, 'motion_fidelity_next')} |"]
 
 
 def markdown(result: dict) -> str:
@@ -367,6 +390,7 @@ def markdown(result: dict) -> str:
               f"| two motion LoRAs (the cell's + the next held-out motion's, weight 1 each) | "
               f"{_fmt(two['subject_fidelity'])} | {_fmt(two['motion_fidelity'])} | {_fmt(two['motion_fidelity_next'])} | "
               f"{d(two, 'subject_fidelity')} / {d(two, 'motion_fidelity')} / {d(two, 'motion_fidelity_next')} |",
+              *_companion_row(opt, d),
               "", (f"VideoMage's own videos score {_fmt(opt['videomage_motion_fidelity_next'])} against the second "
                    "motion's reference: the baseline for the last column (a combined video that shows both "
                    "motions would score above it there while keeping its first motion).")]

@@ -25,11 +25,16 @@ RECIPES = {
 #: every video of a cell: (record name, recipe, SCS guided, noise prior, option). The controls: "tau0" is
 #: SCS's two branches never guided (tau = 0), and "beta0:<method>" each method from fresh noise. The
 #: options beyond the paper, on VideoMage: "customcrafter" lowers the subject LoRA's scale in the first
-#: steps; "two_motions" adds the next held-out motion's LoRA (scored against both references).
-OPTIONS = ("customcrafter", "two_motions")
+#: steps; "two_motions" adds the next held-out motion's LoRA (scored against both references);
+#: "subject_companion" fuses subject LoRAs learned from images that also show a second, named object,
+#: each captioned so ("a <s> and a red circle"; Recipe.subject_companion).
+OPTIONS = ("customcrafter", "two_motions", "subject_companion")
+#: an option's recipe (an entry of RECIPES or of OPTION_RECIPES)
+OPTION_RECIPE = {"customcrafter": "videomage", "two_motions": "videomage", "subject_companion": "companion"}
+OPTION_RECIPES = {"companion": ("fused_p{i}_companion", "motion_{m}", "scs")}
 VARIANTS = tuple([(name, name, True, True, None) for name in RECIPES] + [("tau0", "videomage", False, True, None)]
                  + [(f"beta0:{name}", name, True, False, None) for name in RECIPES]
-                 + [(option, "videomage", True, True, option) for option in OPTIONS])
+                 + [(option, OPTION_RECIPE[option], True, True, option) for option in OPTIONS])
 TABLE_MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency")
 
 

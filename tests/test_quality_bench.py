@@ -107,7 +107,15 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
     md = (tmp_path / "r" / "RESULTS.md").read_text()
     assert "<!-- quality:start -->" in md and "MotionDirector (baseline)" in md and "tau = 0" in md
     arts = sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir())
-    assert len(arts) == 2 + 2 * 3 + 2  # subjects, motions (L_mot, plain, MotionDirector), fusions
+    # subjects, motions (L_mot, plain, MotionDirector), fusions (L_attn, none), and the subject_companion
+    # option's subjects and fusion
+    assert len(arts) == 2 + 2 * 3 + 2 + 3
+    assert sum("_companion-" in a for a in arts) == 3
+    from videomage_core.artifacts import load_artifact
+    trained = load_artifact(next((tmp_path / "q" / "artifacts").glob("subject_p0s0_companion-*")))
+    assert [c.split(" and a ")[0] for c in trained.train_args["image_captions"]] == ["a <p0s0>"] * 2
+    companion = [r for r in saved["records"] if r["method"] == "subject_companion"]
+    assert len(companion) == 2 and "images with a second, named object" in md
     assert sum(a.startswith("motion_") and "_md-" in a for a in arts) == 2
     # a run with one more seed reuses every artifact and measured cell: it makes only the new seed's
     # videos (2 motions x every method and control)
