@@ -58,8 +58,14 @@ def test_bad_captions_are_refused_before_training(model, tmp_path, monkeypatch):
     assert model.adapters == {}
 
 
-def test_training_reads_each_images_caption(model, tmp_path, monkeypatch):
-    """Every L_sub step encodes the images' captions in the images' order (the batch row i is image i)."""
+@pytest.mark.parametrize("base", ["zeroscope", "animatediff", "wan"])
+def test_training_reads_each_images_caption(base, request, tmp_path, monkeypatch):
+    """Every L_sub step encodes the images' captions in the images' order (the batch row i is image i), on
+    every base's text encoder (CLIP's and umT5's)."""
+    from videomage_core.model import load_model
+
+    folder = {"zeroscope": "tiny_model_dir", "animatediff": "animatediff_model_dir", "wan": "wan_model_dir"}[base]
+    model = load_model(request.getfixturevalue(folder))
     captions = ("a {token} and a red circle", "a {token} and a blue square", "a {token} and a green ring")
     encoded, real = [], S.encode_prompts
 
@@ -74,7 +80,7 @@ def test_training_reads_each_images_caption(model, tmp_path, monkeypatch):
     assert art.train_args["image_captions"] == captions  # the artifact says what it was trained on
 
 
-def test_alike_captions_give_the_templates_result(model, tmp_path):
+def test_alike_captions_give_the_templates_result(model, tmp_path, one_thread):
     """Captions that are all the template's text take the template's path: the very same LoRA and token."""
     plain = train_subject(model, _images(), _settings(), cache_dir=tmp_path)
     alike = train_subject(model, _images(), _settings(image_captions=("A {token}",) * 3), cache_dir=tmp_path)
