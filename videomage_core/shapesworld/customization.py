@@ -117,8 +117,9 @@ class Recipe:
     early_subject_steps: int = 10
     # beyond the paper: each subject image also shows a second, named world object, and says so in its own
     # caption ("a <s> and a red circle"; subject.SubjectSettings.image_captions). Two subject LoRAs learned so
-    # no longer merge into one object on "a <s1> and a <s2>" (make demo's draw 0.04 -> 0.30, make quality's
-    # pairs 0.14 -> 0.22, fused), but gain nothing under SCS yet (docs/shapesworld.md, sessions 19-20)
+    # no longer merge into one object on "a <s1> and a <s2>" (fused: make demo's draw 0.04 -> 0.24-0.30, make
+    # quality's pairs 0.14 -> 0.22), but under SCS they are level with the recipe's (make quality's option
+    # subject_companion: +0.02 +- 0.12 subjects, +0.02 +- 0.30 motion per cell; docs/shapesworld.md, session 20)
     subject_companion: bool = False
 
     @classmethod
