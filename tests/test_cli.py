@@ -179,14 +179,20 @@ def test_tiny_model_never_writes_into_a_folder_in_use(tmp_path, capsys):
     assert [p.name for p in folder.rglob("*")] == ["tokenizer", "vocab.json"]
 
 
-def test_cli_trains_and_exports_on_comfyuis_wan_files(wan_files, tmp_path, capsys):
-    """``--model`` a Wan diffusion model file with ``--text-encoder`` and ``--vae``; a missing one is named."""
+def _image_folder(tmp_path, n=2):
+    """A folder of ``n`` random 64 x 64 RGB images (``--images``)."""
     from PIL import Image
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
-    for i in range(2):
+    for i in range(n):
         Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(imgs / f"{i}.png")
+    return imgs
+
+
+def test_cli_trains_and_exports_on_comfyuis_wan_files(wan_files, tmp_path, capsys):
+    """``--model`` a Wan diffusion model file with ``--text-encoder`` and ``--vae``; a missing one is named."""
+    imgs = _image_folder(tmp_path)
     video = tmp_path / "ref.webp"
     save_animation(torch.rand(5, 64, 64, 3), video)
     files = ["--model", str(wan_files["diffusion_model"]), "--text-encoder", str(wan_files["text_encoder"]),
@@ -203,14 +209,9 @@ def test_cli_trains_and_exports_on_comfyuis_wan_files(wan_files, tmp_path, capsy
 
 
 def test_cli_train_subject_image_captions(tiny_model_dir, tmp_path, capsys):
-    from PIL import Image
-
     from videomage_core.artifacts import load_artifact
 
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    for i in range(2):
-        Image.fromarray((torch.rand(64, 64, 3) * 255).byte().numpy()).save(imgs / f"{i}.png")
+    imgs = _image_folder(tmp_path)
     captions = tmp_path / "captions.txt"
     captions.write_text("a {token} by a red cup\n\n<toy> on grass\n")  # blank lines are not captions
     base = ["train-subject", "--model", str(tiny_model_dir), "--size", "64x64", "--steps", "1",
