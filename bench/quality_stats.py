@@ -30,11 +30,11 @@ RECIPES = {
 #: each captioned so ("a <s> and a red circle"; Recipe.subject_companion).
 OPTIONS = ("customcrafter", "two_motions", "subject_companion")
 #: an option's recipe (an entry of RECIPES or of OPTION_RECIPES)
-OPTION_RECIPE = {"customcrafter": "videomage", "two_motions": "videomage", "subject_companion": "companion"}
+RECIPE_OF_OPTION = {"customcrafter": "videomage", "two_motions": "videomage", "subject_companion": "companion"}
 OPTION_RECIPES = {"companion": ("fused_p{i}_companion", "motion_{m}", "scs")}
 VARIANTS = tuple([(name, name, True, True, None) for name in RECIPES] + [("tau0", "videomage", False, True, None)]
                  + [(f"beta0:{name}", name, True, False, None) for name in RECIPES]
-                 + [(option, OPTION_RECIPE[option], True, True, option) for option in OPTIONS])
+                 + [(option, RECIPE_OF_OPTION[option], True, True, option) for option in OPTIONS])
 TABLE_MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency")
 
 
