@@ -21,8 +21,9 @@ generator and exact measures (:mod:`videomage_core.shapesworld.customization`):
   sampling), ``tau0`` (SCS's two branches never guided) and ``beta0`` (every method and the
   baseline with the noise prior off).
 - ``options`` beyond the paper, on VideoMage's cells: CustomCrafter's early subject scale, two motion
-  LoRAs in one video, and subject LoRAs learned from images with a second, named object
-  (``Recipe.subject_companion``), each against VideoMage per cell.
+  LoRAs in one video, subject LoRAs learned from images with a second, named object
+  (``Recipe.subject_companion``) and SCS's DDIM step weighted by region (``Recipe.region_weights``), each
+  against VideoMage per cell.
 - ``claims``: the paper's claims as paired differences over the same (pair, motion, seed) videos;
   a claim is ``supported`` when the 95 % Student-t interval over the (pair, motion) cells' mean
   differences excludes 0 on the claimed side (a cell's seeds share its LoRAs; :func:`claim`).
@@ -76,7 +77,7 @@ MEASURING_CODE = (Path(C.__file__).with_name("measures.py"), Path(C.__file__).wi
                   Path(C.__file__),
                   *(ENGINE / f"{m}.py" for m in ("sampling", "losses", "attention", "diffusion", "lora", "tokens")))
 SAMPLING_ONLY = ("alpha", "tau", "beta_s", "motion_prompt", "subject_interaction", "noise_prior_beta",
-                 "sample_steps", "early_subject_scale", "early_subject_steps")  # not in artifact digests
+                 "sample_steps", "early_subject_scale", "early_subject_steps", "region_weights")  # not in artifact digests
 #: Recipe fields a stage's artifacts never read (left out of that stage's digest, so a change of the subject
 #: recipe retrains the subjects and their fusion but reuses the motions, and the other way round). A field
 #: missing here only costs a needless retraining; one wrongly listed would reuse a stale artifact.
@@ -286,7 +287,8 @@ class Quality:
                             video = C.generate(m, arts[sk.format(i=i)], arts[mk.format(m=motion)], prompt, r, seed,
                                                mode, noise_prior=prior, guided=guided,
                                                early_subject=option == "customcrafter",
-                                               motion_2=arts[f"motion_{nxt}"] if option == "two_motions" else None)
+                                               motion_2=arts[f"motion_{nxt}"] if option == "two_motions" else None,
+                                               regional=option == "scs_regions")
                             rec = C.measure_customized(video, pair, self.references[motion])
                             rec["motion_fidelity_next"] = C.measure_motion(video, self.references[nxt])
                             out.append({"method": name, "pair": i, "motion": motion, "seed": seed, **rec})

@@ -21,14 +21,17 @@ def _renderings_note(recipe: dict) -> str:
             "on the reference alone.") if n else ""
 
 
-def _companion_row(opt: dict, d) -> list[str]:
-    c = opt.get("subject_companion")
-    if c is None:  # a quality.json written before the option existed
-        return []
-    return [f"| subject LoRAs learned from images with a second, named object, each captioned so (\"a <s> and a "
-            f"red circle\"), fused | {_fmt(c['subject_fidelity'])} | {_fmt(c['motion_fidelity'])} | "
+def _later_option_rows(opt: dict, recipe: dict, d) -> list[str]:
+    """The rows of the options added after session 17 (absent from a quality.json written before them)."""
+    weights = recipe.get("region_weights") or ("?", "?")
+    labels = {"subject_companion": "subject LoRAs learned from images with a second, named object, each "
+                                   "captioned so (\"a <s> and a red circle\"), fused",
+              "scs_regions": f"SCS's DDIM step weighted by region: the subject branch's share {weights[0]} where "
+                             f"its tokens are not attended, up to {weights[1]} where they are most"}
+    return [f"| {label} | {_fmt(c['subject_fidelity'])} | {_fmt(c['motion_fidelity'])} | "
             f"{_fmt(c['motion_fidelity_next'])} | {d(c, 'subject_fidelity')} / {d(c, 'motion_fidelity')} / "
-            f"{d(c, 'motion_fidelity_next')} |"]
+            f"{d(c, 'motion_fidelity_next')} |"
+            for name, label in labels.items() if (c := opt.get(name)) is not None]
 
 
 def markdown(result: dict) -> str:
@@ -98,7 +101,7 @@ def markdown(result: dict) -> str:
               f"| two motion LoRAs (the cell's + the next held-out motion's, weight 1 each) | "
               f"{_fmt(two['subject_fidelity'])} | {_fmt(two['motion_fidelity'])} | {_fmt(two['motion_fidelity_next'])} | "
               f"{d(two, 'subject_fidelity')} / {d(two, 'motion_fidelity')} / {d(two, 'motion_fidelity_next')} |",
-              *_companion_row(opt, d),
+              *_later_option_rows(opt, s['recipe'], d),
               "", (f"VideoMage's own videos score {_fmt(opt['videomage_motion_fidelity_next'])} against the second "
                    "motion's reference: the baseline for the last column (a combined video that shows both "
                    "motions would score above it there while keeping its first motion).")]

@@ -27,10 +27,12 @@ RECIPES = {
 #: options beyond the paper, on VideoMage: "customcrafter" lowers the subject LoRA's scale in the first
 #: steps; "two_motions" adds the next held-out motion's LoRA (scored against both references);
 #: "subject_companion" fuses subject LoRAs learned from images that also show a second, named object,
-#: each captioned so ("a <s> and a red circle"; Recipe.subject_companion).
-OPTIONS = ("customcrafter", "two_motions", "subject_companion")
+#: each captioned so ("a <s> and a red circle"; Recipe.subject_companion); "scs_regions" weights SCS's DDIM
+#: step by the subject tokens' attention maps (Recipe.region_weights; SCSSettings.region_weights).
+OPTIONS = ("customcrafter", "two_motions", "subject_companion", "scs_regions")
 #: an option's recipe (an entry of RECIPES or of OPTION_RECIPES)
-RECIPE_OF_OPTION = {"customcrafter": "videomage", "two_motions": "videomage", "subject_companion": "companion"}
+RECIPE_OF_OPTION = {"customcrafter": "videomage", "two_motions": "videomage", "subject_companion": "companion",
+                    "scs_regions": "videomage"}
 OPTION_RECIPES = {"companion": ("fused_p{i}_companion", "motion_{m}", "scs")}
 VARIANTS = tuple([(name, name, True, True, None) for name in RECIPES] + [("tau0", "videomage", False, True, None)]
                  + [(f"beta0:{name}", name, True, False, None) for name in RECIPES]

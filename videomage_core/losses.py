@@ -126,6 +126,13 @@ def combine_branches(eps_sub: torch.Tensor, eps_mot: torch.Tensor, beta_s: float
     return beta_s * eps_sub + beta_m * eps_mot
 
 
+def combine_branches_by_region(eps_sub: torch.Tensor, eps_mot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Beyond the paper: section 4's step-4 combination with the subject branch's share per latent pixel,
+    ``eps = w * eps_sub + (1 - w) * eps_mot`` (``w`` broadcast over channels; a constant ``w = beta_s`` with
+    ``beta_s + beta_m = 1`` is :func:`combine_branches`)."""
+    return weight * eps_sub + (1 - weight) * eps_mot
+
+
 def noise_prior(eps_motion: torch.Tensor, eps: torch.Tensor, beta: float) -> torch.Tensor:
     """[section 4, initial noise] ``x_T = sqrt(beta) * eps_m + sqrt(1 - beta) * eps`` (beta = 0.3)."""
     return math.sqrt(beta) * eps_motion + math.sqrt(1 - beta) * eps

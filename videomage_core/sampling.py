@@ -18,9 +18,10 @@ from .diffusion import check_frames, encode_prompts, is_flow, latent_frames, pre
 from .errors import TrainingCancelled, require
 from .lora import adapter_scales, adapters_active
 from .model import text_encoder_parked
-from .losses import (classifier_free_guidance, combine_branches, guidance_step_sizes,
+from .losses import (classifier_free_guidance, combine_branches, combine_branches_by_region, guidance_step_sizes,
                      noise_prior, spatial_alignment_loss, temporal_alignment_loss)
 from .checkpointing import set_gradient_checkpointing
+from .scs_regions import subject_region_weights
 from .tokens import aligned_subject_columns, check_prompt_tokens
 from .training import StepInfo
 
@@ -105,6 +106,10 @@ class SCSSettings:
     # beyond the paper: the subject branch's own prompt, with the same subject tokens, where the target
     # prompt holds a word the base model never learned (ShapesWorld's held-out verbs); "": the target prompt
     subject_prompt: str = ""
+    # beyond the paper: (outside, inside), the subject branch's share of the DDIM step's noise per latent pixel,
+    # from where its tokens are not attended to where they are most (scs_regions); None: beta_s / beta_m
+    # everywhere (the paper). (0.2, 0.9) on the built-in model: docs/shapesworld.md, session 20
+    region_weights: tuple[float, float] | None = None
 
     def check(self) -> None:
         require(self.motion_prompt in MOTION_PROMPTS, "motion_prompt",
@@ -112,6 +117,10 @@ class SCSSettings:
         require(self.step_mode in STEP_MODES, "step_mode",
                 f"expected one of {STEP_MODES}, got {self.step_mode!r}")
         require(self.tau >= 0, "tau", f"expected 0 or more guided steps, got {self.tau}")
+        if self.region_weights is not None:
+            w = tuple(self.region_weights)
+            require(len(w) == 2 and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in w), "region_weights",
+                    f"expected (outside, inside), two shares between 0 and 1, got {self.region_weights!r}")
         require(self.alpha0 is None or (math.isfinite(self.alpha0) and self.alpha0 >= 0), "alpha",
                 f"expected a finite step size >= 0, got {self.alpha0}")
 
@@ -491,7 +500,11 @@ def scs_sample(model, prompt: str, superclasses: dict[str, str], subject_adapter
                         eps_sub = _cfg_eps(model, x_sub, t, sub.text, settings.cfg)
                     with adapters_active(model, mot.adapters):
                         eps_mot = _cfg_eps(model, x_mot, t, mot.text, settings.cfg)
-                eps = combine_branches(eps_sub, eps_mot, scs.beta_s, scs.beta_m)
+                if scs.region_weights is None:
+                    eps = combine_branches(eps_sub, eps_mot, scs.beta_s, scs.beta_m)
+                else:  # beyond the paper: the subject branch's share where its tokens are attended
+                    weight = subject_region_weights(model, recorder, sub, x_sub, t, *scs.region_weights)
+                    eps = combine_branches_by_region(eps_sub, eps_mot, weight.to(eps_sub.dtype))
                 x_base = x if i >= scs.tau else (scs.beta_s * x_sub + scs.beta_m * x_mot) / wsum
                 x = sched.step(eps, t, x_base).prev_sample
                 _report(callback, cancel, "scs", i, steps, loss, parts, t0=t0)

@@ -115,6 +115,9 @@ class Recipe:
     # subject-LoRA scale during the first steps, where motion and layout form
     early_subject_scale: float = 0.5
     early_subject_steps: int = 10
+    # beyond the paper, used only where asked (generate's ``regional``): SCS's DDIM step gives the subject branch
+    # this share (outside, inside) of the noise per pixel, by its tokens' attention maps (SCSSettings.region_weights)
+    region_weights: tuple[float, float] = (0.2, 0.9)
     # beyond the paper: each subject image also shows a second, named world object, and says so in its own
     # caption ("a <s> and a red circle"; subject.SubjectSettings.image_captions). Two subject LoRAs learned so
     # no longer merge into one object on "a <s1> and a <s2>" (fused: make demo's draw 0.04 -> 0.24-0.30, make
@@ -333,12 +336,13 @@ def subject_branch_prompt(recipe: Recipe, prompt: str) -> str:
 
 def generate(model, subject_art, motion_art, prompt: str, recipe: Recipe, seed: int, mode: str,
              noise_prior: bool = True, guided: bool = True, early_subject: bool = False,
-             motion_2=None) -> torch.Tensor:
+             motion_2=None, regional: bool = False) -> torch.Tensor:
     """One customized video ``[F, H, W, 3]`` (``mode`` "scs" or "wo_scs"). ``guided=False``: SCS's
     two branches with tau = 0 (averaged, never guided), the control for the guidance itself;
     ``noise_prior=False``: sampling from fresh noise (beta = 0). Beyond the paper: ``early_subject``
     lowers the subject LoRA's scale in the first steps (CustomCrafter; the recipe's
-    ``early_subject_*``), ``motion_2`` adds a second motion LoRA at weight 1 (Customize-A-Video)."""
+    ``early_subject_*``), ``motion_2`` adds a second motion LoRA at weight 1 (Customize-A-Video), ``regional``
+    weights SCS's DDIM step by the subject tokens' maps (the recipe's ``region_weights``)."""
     from ..pipeline import generate_video
     from ..sampling import SCSSettings
 
@@ -346,7 +350,8 @@ def generate(model, subject_art, motion_art, prompt: str, recipe: Recipe, seed: 
                           mode=mode, motion_2=motion_2,
                           scs=SCSSettings(tau=recipe.tau if guided else 0, alpha0=recipe.alpha, beta_s=recipe.beta_s,
                                           beta_m=1.0 - recipe.beta_s, motion_prompt=recipe.motion_prompt,
-                                          subject_prompt=subject_branch_prompt(recipe, prompt)),
+                                          subject_prompt=subject_branch_prompt(recipe, prompt),
+                                          region_weights=tuple(recipe.region_weights) if regional else None),
                           noise_prior_beta=recipe.noise_prior_beta if noise_prior else 0.0)
 
 
