@@ -160,6 +160,20 @@ class VideoMageCollaborativeSampler:
                     1000,
                     "How many of the first sampling steps use subject_early_scale (0 = off; at most steps).",
                 ),
+                "region_weighting": (["off", "on"], {"default": "off", "tooltip": (
+                    "Beyond the paper, SCS only: on = the DDIM step takes the subject branch's prediction where "
+                    "the subject tokens are attended (its own cross-attention maps) and the motion branch's "
+                    "elsewhere, instead of beta_s / beta_m everywhere. One extra partial UNet pass per step. "
+                    "off = the paper.")}),
+                "region_outside": FLOAT(
+                    0.2, 0.0, 1.0, 0.05,
+                    "With region_weighting on: the subject branch's share where its tokens are not attended "
+                    "(the motion branch gets the rest).",
+                ),
+                "region_inside": FLOAT(
+                    0.9, 0.0, 1.0, 0.05,
+                    "With region_weighting on: the subject branch's share where its tokens are attended most.",
+                ),
             },
         }
 
@@ -191,6 +205,9 @@ class VideoMageCollaborativeSampler:
         motion_2_weight=1.0,
         subject_early_scale=1.0,
         subject_early_steps=0,
+        region_weighting="off",
+        region_outside=0.2,
+        region_inside=0.9,
     ):
         import torch
 
@@ -212,7 +229,8 @@ class VideoMageCollaborativeSampler:
             subject_early_scale=subject_early_scale,
             subject_early_steps=subject_early_steps,
         )
-        scs = SCSSettings(tau=tau, alpha0=alpha, beta_s=beta_s, beta_m=beta_m)
+        scs = SCSSettings(tau=tau, alpha0=alpha, beta_s=beta_s, beta_m=beta_m,
+                          region_weights=(region_outside, region_inside) if region_weighting == "on" else None)
         engine_mode = MODES.get(mode, mode)
         stats = SCSStats()
         notes = []

@@ -331,7 +331,8 @@ def test_notes_say_what_the_options_did(arts):
 # ------------------------------------------------------------------------------------------------------- node
 
 NEW_INPUTS = {"motion_2": "VIDEOMAGE_MOTION", "motion_2_weight": "FLOAT", "subject_early_scale": "FLOAT",
-              "subject_early_steps": "INT"}
+              "subject_early_steps": "INT", "region_weighting": ["off", "on"], "region_outside": "FLOAT",
+              "region_inside": "FLOAT"}  # the last three: SCS by region (tests/test_scs_regions.py)
 
 
 def test_sampler_node_offers_the_options_as_optional_inputs_defaulting_to_off():
@@ -355,6 +356,7 @@ def test_sampler_node_offers_the_options_as_optional_inputs_defaulting_to_off():
     params = inspect.signature(Node.sample).parameters
     assert params["motion_2"].default is None and params["motion_2_weight"].default == 1.0
     assert params["subject_early_scale"].default == 1.0 and params["subject_early_steps"].default == 0
+    assert optional["region_weighting"][1]["default"] == params["region_weighting"].default == "off"
     engine = inspect.signature(generate_video).parameters
     assert engine["motion_2"].default is None and engine["motion_2_weight"].default == 1.0
 

@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the subject LoRA's scale (0..1) during the first --subject-early-steps steps")
     p.add_argument("--subject-early-steps", type=int, default=0, help="steps that use --subject-early-scale "
                    "(0: off)")
+    p.add_argument("--region-weights", type=float, nargs=2, metavar=("OUTSIDE", "INSIDE"),
+                   help="beyond the paper, SCS only: the subject branch's share of each DDIM step where its tokens "
+                   "are not attended / attended most (its cross-attention maps), e.g. 0.2 0.9; default: "
+                   "--beta-s / --beta-m everywhere (the paper)")
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of the written animation")
     p.add_argument("--out", required=True, help="output .webp or .gif")
 
@@ -350,7 +354,8 @@ def run(args) -> int:
                                   subject_early_scale=args.subject_early_scale,
                                   subject_early_steps=args.subject_early_steps)
         scs = SCSSettings(tau=args.tau, alpha0=args.alpha, beta_s=args.beta_s, beta_m=args.beta_m,
-                          step_mode=args.step_mode, gradient_checkpointing=args.scs_gradient_checkpointing)
+                          step_mode=args.step_mode, gradient_checkpointing=args.scs_gradient_checkpointing,
+                          region_weights=tuple(args.region_weights) if args.region_weights else None)
         _preflight(model, "sample", settings, "--frames", mode=args.mode, tau=scs.tau, ranks=subject.rank,
                    checkpointing=scs.gradient_checkpointing)
         stats = SCSStats()
