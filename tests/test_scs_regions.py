@@ -62,7 +62,7 @@ def test_region_sampler_at_even_weights_is_the_papers_and_moves_otherwise(arts):
     assert not torch.equal(moved, paper) and torch.isfinite(moved).all()
 
 
-@pytest.mark.parametrize("bad", [(1.2, 0.5), (0.5,), (0.2, 0.5, 0.9), ("a", 0.5), (-0.1, 0.9)])
+@pytest.mark.parametrize("bad", [(1.2, 0.5), (0.5,), (0.2, 0.5, 0.9), ("a", 0.5), (-0.1, 0.9), 0.5, "ab"])
 def test_bad_region_weights_are_refused_before_sampling(arts, bad):
     with pytest.raises(VideoMageInputError, match=r"^region_weights: expected \(outside, inside\)"):
         _scs(arts, bad)

@@ -118,7 +118,7 @@ class SCSSettings:
                 f"expected one of {STEP_MODES}, got {self.step_mode!r}")
         require(self.tau >= 0, "tau", f"expected 0 or more guided steps, got {self.tau}")
         if self.region_weights is not None:
-            w = tuple(self.region_weights)
+            w = tuple(self.region_weights) if isinstance(self.region_weights, (tuple, list)) else ()
             require(len(w) == 2 and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in w), "region_weights",
                     f"expected (outside, inside), two shares between 0 and 1, got {self.region_weights!r}")
         require(self.alpha0 is None or (math.isfinite(self.alpha0) and self.alpha0 >= 0), "alpha",
