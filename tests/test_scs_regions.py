@@ -84,3 +84,15 @@ def test_sampler_node_and_cli_pass_the_weights(arts, monkeypatch, tmp_path):
     args = build_parser().parse_args(["sample", "--model", "m", "--subject", "s", "--prompt", "p", "--out", "o.webp",
                                       "--region-weights", "0.2", "0.9"])
     assert args.region_weights == [0.2, 0.9]
+
+
+def test_region_sampler_on_animatediff(animatediff_model_dir):
+    """The same equalities on AnimateDiff's layout (SD1.5 UNet2D + motion module): its own recorded layers."""
+    from test_sampling_options import _motion, _subject
+    from videomage_core.model import load_model
+
+    model = load_model(animatediff_model_dir)
+    ad = (model, _subject(model), _motion(model, 2), None)
+    paper = _scs(ad)
+    assert torch.equal(_scs(ad, (0.5, 0.5)), paper)
+    assert not torch.equal(_scs(ad, (0.2, 0.9)), paper)
