@@ -54,6 +54,7 @@ from bench.markdown import write_section
 from bench.quality_markdown import markdown
 from bench.quality_stats import (  # noqa: F401 (re-exported: the bench's names in one place)
     BASELINE,
+    CELL_RECIPES,
     METHODS,
     OPTION_RECIPES,
     OPTIONS,
@@ -178,13 +179,8 @@ class Quality:
         from videomage_core.fusion import average_subjects
 
         r, m = self.recipe, self.model
-        cache = self.out / "cache"
         arts = {}
-        for i, pair in enumerate(self.pairs):
-            for k, subj in enumerate(pair):
-                name = f"subject_p{i}s{k}"
-                arts[name] = self._cached(name, lambda s=subj, t=self.token(i, k), sd=10 * i + k:
-                                          C.train_subject_artifact(m, s, t, r, sd, cache), "subject")
+        self._train_subjects(arts, r)
         for j, motion in enumerate(self.motions):
             ref = self.references[motion]
             arts[f"motion_{motion}"] = self._cached(f"motion_{motion}", lambda ref=ref, j=j:
@@ -195,28 +191,33 @@ class Quality:
             arts[f"motion_{motion}_md"] = self._cached(f"motion_{motion}_md", lambda ref=ref, j=j:
                                                        C.train_motiondirector_artifact(m, ref, r, 500 + j),
                                                        "motiondirector")
-        for i, pair in enumerate(self.pairs):
-            subs = [arts[f"subject_p{i}s0"], arts[f"subject_p{i}s1"]]
-            arts[f"fused_p{i}"] = self._cached(f"fused_p{i}", lambda subs=subs, pair=pair, i=i:
-                                               C.fuse_artifact(m, subs, pair, r, 700 + i, cache_dir=cache),
-                                               "fusion")
-            arts[f"fused_p{i}_noattn"] = self._cached(
-                f"fused_p{i}_noattn",
-                lambda subs=subs, pair=pair, i=i: C.fuse_artifact(m, subs, pair, r, 700 + i, lambda2=0.0,
-                                                                  cache_dir=cache), "fusion")
-            arts[f"averaged_p{i}"] = average_subjects(subs)
+        self._fuse(arts, r)
+        self._fuse(arts, r, "_noattn", lambda2=0.0)
+        for i in range(len(self.pairs)):
+            arts[f"averaged_p{i}"] = average_subjects([arts[f"subject_p{i}s0"], arts[f"subject_p{i}s1"]])
         # the subject_companion option: the same subjects learned from images with a second, named object
         rc = dataclasses.replace(r, subject_companion=True)
+        self._train_subjects(arts, rc, "_companion")
+        self._fuse(arts, rc, "_companion", subjects="_companion")
+        return arts
+
+    def _train_subjects(self, arts: dict, recipe: C.Recipe, suffix: str = "") -> None:
+        """Every pair's two subject LoRAs under ``recipe``, as ``subject_p{i}s{k}{suffix}``."""
         for i, pair in enumerate(self.pairs):
             for k, subj in enumerate(pair):
-                name = f"subject_p{i}s{k}_companion"
+                name = f"subject_p{i}s{k}{suffix}"
                 arts[name] = self._cached(name, lambda s=subj, t=self.token(i, k), sd=10 * i + k:
-                                          C.train_subject_artifact(m, s, t, rc, sd, cache), "subject")
-            subs = [arts[f"subject_p{i}s0_companion"], arts[f"subject_p{i}s1_companion"]]
-            arts[f"fused_p{i}_companion"] = self._cached(f"fused_p{i}_companion", lambda subs=subs, pair=pair, i=i:
-                                                         C.fuse_artifact(m, subs, pair, rc, 700 + i, cache_dir=cache),
-                                                         "fusion")
-        return arts
+                                          C.train_subject_artifact(self.model, s, t, recipe, sd,
+                                                                   self.out / "cache"), "subject")
+
+    def _fuse(self, arts: dict, recipe: C.Recipe, suffix: str = "", subjects: str = "", **overrides) -> None:
+        """Every pair's fused LoRA of ``subject_p{i}s*{subjects}``, as ``fused_p{i}{suffix}``."""
+        for i, pair in enumerate(self.pairs):
+            subs = [arts[f"subject_p{i}s0{subjects}"], arts[f"subject_p{i}s1{subjects}"]]
+            arts[f"fused_p{i}{suffix}"] = self._cached(
+                f"fused_p{i}{suffix}", lambda subs=subs, pair=pair, i=i:
+                C.fuse_artifact(self.model, subs, pair, recipe, 700 + i, cache_dir=self.out / "cache", **overrides),
+                "fusion")
 
     @staticmethod
     def token(i: int, k: int) -> str:
@@ -283,7 +284,7 @@ class Quality:
                         out = []
                         nxt = self.motions[(self.motions.index(motion) + 1) % len(self.motions)]
                         for name, recipe_name, guided, prior, option in VARIANTS:
-                            sk, mk, mode = {**RECIPES, **OPTION_RECIPES}[recipe_name]
+                            sk, mk, mode = CELL_RECIPES[recipe_name]
                             video = C.generate(m, arts[sk.format(i=i)], arts[mk.format(m=motion)], prompt, r, seed,
                                                mode, noise_prior=prior, guided=guided,
                                                early_subject=option == "customcrafter",

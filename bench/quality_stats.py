@@ -34,6 +34,7 @@ OPTIONS = ("customcrafter", "two_motions", "subject_companion", "scs_regions")
 RECIPE_OF_OPTION = {"customcrafter": "videomage", "two_motions": "videomage", "subject_companion": "companion",
                     "scs_regions": "videomage"}
 OPTION_RECIPES = {"companion": ("fused_p{i}_companion", "motion_{m}", "scs")}
+CELL_RECIPES = {**RECIPES, **OPTION_RECIPES}  # every recipe a cell's videos use
 VARIANTS = tuple([(name, name, True, True, None) for name in RECIPES] + [("tau0", "videomage", False, True, None)]
                  + [(f"beta0:{name}", name, True, False, None) for name in RECIPES]
                  + [(option, RECIPE_OF_OPTION[option], True, True, option) for option in OPTIONS])
