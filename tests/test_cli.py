@@ -166,6 +166,10 @@ def test_demo_runs_end_to_end_at_test_scale(tmp_path):
     assert '"a <subject1> and a <subject2>"' in saved["measures_note"]
     assert saved["model"]["kind"].startswith("built-in ShapesWorld")
     assert saved["inputs"]["reference_motion"] == "orbit"
+    # the motion LoRA's check against its own reference: one or two trainings (seeds 0, 1), exactly one kept
+    checks = saved["motion_checks"]
+    assert [c["training_seed"] for c in checks] in ([0], [0, 1]) and sum(c["kept"] for c in checks) == 1
+    assert checks[-1]["passed"] or len(checks) == 2  # a second training only after a failed check
     frames = load_video(out / "side_by_side.webp")  # reference | subjects | VideoMage | w/o SCS, 4x upscaled
     assert frames.shape[0] == 8 and frames.shape[2] > 4 * 4 * 32
 

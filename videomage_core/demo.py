@@ -4,7 +4,10 @@ It runs on the built-in ShapesWorld model (``videomage_core/models/shapesworld``
 project; see its MODEL_CARD.md). Inputs come from the ShapesWorld generator
 (:mod:`videomage_core.shapesworld.customization`): two subjects of unnamed hues and shapes (the
 model has no word for them, as ZeroScope has none for a user's dog) and a reference clip of a
-held-out interaction ("orbit", never shown in pretraining) performed by two other objects. Writes
+held-out interaction ("orbit", never shown in pretraining) performed by two other objects. The recipe is
+``make quality``'s with two additions, both beyond the paper: each subject image shows a named object beside the
+subject (``Recipe.subject_companion``), and the motion LoRA is checked against its own reference and
+retrained with the next seed when it fails (:mod:`videomage_core.shapesworld.motion_check`). Writes
 ``<out>/``: the inputs, the trained artifacts, ``videomage.webp``, ``wo_scs.webp``,
 ``side_by_side.webp`` (reference | subjects | VideoMage | w/o SCS, each column labelled, upscaled to 128 px
 to be seen) and
@@ -24,17 +27,20 @@ import torch
 # knobs per scale (Recipe fields); size, frames, sampling steps and CFG come from the model
 SCALES = {
     "demo": dict(subject_steps=200, motion_steps=1000, inversion_steps=100, fusion_steps=100, prior_videos=2,
-                 prior_steps=20, generation_steps=20),
+                 prior_steps=20, generation_steps=20, subject_companion=True),
     "test": dict(size=32, subject_steps=2, motion_steps=2, inversion_steps=2, fusion_steps=2, sample_steps=3, tau=2,
-                 prior_videos=1, prior_steps=2, generation_steps=2, images=2),
+                 prior_videos=1, prior_steps=2, generation_steps=2, images=2, subject_companion=True),
 }
+#: the motion LoRA's check against its own reference (shapesworld.motion_check): trainings and samples per check
+MOTION_CHECKS = {"demo": dict(attempts=3, checks=3), "test": dict(attempts=2, checks=1)}
 MOTION = "orbit"
 VIEW_SIZE = 128  # the side-by-side is upscaled (nearest) to at least this many pixels, to be looked at
 #: what each column of side_by_side.webp shows (also in report.json)
 COLUMNS = {
     "reference": "the reference clip the motion is learned from: two other objects, in named colours, "
                  "performing the held-out interaction (its appearance must not leak)",
-    "subjects": "one training image of each subject (unnamed hues and shapes the model has no word for)",
+    "subjects": "one image of each subject (unnamed hues and shapes the model has no word for); its training "
+                "images, in inputs/, show it beside a named object and say so in their captions",
     "VideoMage": "fused subjects + motion LoRA, sampled with SCS: the subjects should perform the motion",
     "w/o SCS": "the same LoRAs in one model, plain sampling (the paper's ablation)",
 }
@@ -50,6 +56,7 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     from .model import load_model
     from .pretrained import shapesworld_model_dir
     from .shapesworld import customization as C
+    from .shapesworld.motion_check import train_checked_motion
     from .video_io import labelled, save_animation, save_image, side_by_side
 
     out = Path(out)
@@ -68,16 +75,17 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     size, frames = recipe.size, recipe.frames
     view = max(1, -(-VIEW_SIZE // size))
     pair = C.subject_pairs(seed, 1)[0]
+    tokens = ("<subject1>", "<subject2>")
     reference = C.reference_clip(seed + 1, MOTION, pair, frames, size)
     ref_video = torch.from_numpy(reference.frames).float()
-    for n, subj in enumerate(pair):
-        images, _ = C.subject_images(subj, seed + n, size, recipe.images)
+    for n, subj in enumerate(pair):  # what the subject LoRAs train on
+        images = (C.subject_images_with_companion(subj, tokens[n], seed + n, size, recipe.images)[0]
+                  if recipe.subject_companion else C.subject_images(subj, seed + n, size, recipe.images)[0])
         for i, img in enumerate(images):
             save_image(_upscale(img[None], view)[0], out / "inputs" / f"subject_{n + 1}_{i}.png")
     save_animation(_upscale(ref_video, view), out / "inputs" / "reference.webp")
 
     cache = out / "cache"
-    tokens = ("<subject1>", "<subject2>")
     trained = []
     for n, subj in enumerate(pair):
         t0 = time.perf_counter()
@@ -87,7 +95,7 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
         clock(f"subject_{n + 1}", t0)
 
     t0 = time.perf_counter()
-    motion = C.train_motion_artifact(model, reference, recipe, seed, callback=callback)
+    motion = train_checked_motion(model, reference, recipe, seed, callback=callback, **MOTION_CHECKS[scale])
     save_artifact(motion, out / "motion.safetensors")
     clock("motion", t0)
 
@@ -133,6 +141,11 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
         "inputs": {"subjects": [asdict(s) for s in pair], "reference_caption": reference.caption,
                    "reference_motion": reference.spec.motion},
         "recipe": asdict(recipe),
+        "recipe_note": "make quality's ShapesWorld recipe with two additions, both beyond the paper: each subject "
+                       "image shows a named object beside the subject (subject_companion), and the motion LoRA is "
+                       "checked against its own reference and retrained with the next seed when it fails "
+                       "(motion_checks; videomage_core/shapesworld/motion_check.py)",
+        "motion_checks": motion.info["motion_checks"],
         "losses": {"subject_1": trained[0].losses, "subject_2": trained[1].losses,
                    "motion": motion.losses, "motion_inversion": motion.info["inversion_losses"],
                    "fusion": fused.losses},
