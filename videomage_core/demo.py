@@ -34,6 +34,7 @@ SCALES = {
 #: the motion LoRA's check against its own reference (shapesworld.motion_check): trainings and samples per check
 MOTION_CHECKS = {"demo": dict(attempts=3, checks=3), "test": dict(attempts=2, checks=1)}
 MOTION = "orbit"
+TOKENS = ("<subject1>", "<subject2>")
 VIEW_SIZE = 128  # the side-by-side is upscaled (nearest) to at least this many pixels, to be looked at
 #: what each column of side_by_side.webp shows (also in report.json)
 COLUMNS = {
@@ -44,6 +45,14 @@ COLUMNS = {
     "VideoMage": "fused subjects + motion LoRA, sampled with SCS: the subjects should perform the motion",
     "w/o SCS": "the same LoRAs in one model, plain sampling (the paper's ablation)",
 }
+
+
+def draw_inputs(seed: int, size: int, frames: int):
+    """The demo's inputs for ``seed``, the generator's draw: (the subject pair, the reference clip of MOTION)."""
+    from .shapesworld import customization as C
+
+    pair = C.subject_pairs(seed, 1)[0]
+    return pair, C.reference_clip(seed + 1, MOTION, pair, frames, size)
 
 
 def _upscale(video: torch.Tensor, factor: int) -> torch.Tensor:
@@ -74,9 +83,8 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
 
     size, frames = recipe.size, recipe.frames
     view = max(1, -(-VIEW_SIZE // size))
-    pair = C.subject_pairs(seed, 1)[0]
-    tokens = ("<subject1>", "<subject2>")
-    reference = C.reference_clip(seed + 1, MOTION, pair, frames, size)
+    pair, reference = draw_inputs(seed, size, frames)
+    tokens = TOKENS
     ref_video = torch.from_numpy(reference.frames).float()
     for n, subj in enumerate(pair):  # what the subject LoRAs train on
         images = (C.subject_images_with_companion(subj, tokens[n], seed + n, size, recipe.images)[0]

@@ -33,17 +33,22 @@ def check_motion(model, motion, reference, recipe: C.Recipe, seeds) -> list[floa
 
 
 def train_checked_motion(model, reference, recipe: C.Recipe, seed: int, attempts: int = 3, checks: int = 3,
-                         callback=None):
+                         callback=None, trained=None):
     """Train the recipe's motion LoRA with ``seed``, ``seed + 1``, ... until one passes its check (at most
     ``attempts`` trainings of ``checks`` samples each). Returns the kept artifact, whose
-    ``info["motion_checks"]`` lists every attempt: its training seed, scores, median and whether it was kept."""
+    ``info["motion_checks"]`` lists every attempt: its training seed, scores, median and whether it was kept.
+    ``trained(training_seed, train)``, when given, returns each attempt's artifact, calling ``train()`` only
+    when it has none stored (``bench/demo_draws.py`` caches them; the checks always run)."""
     for name, value in (("attempts", attempts), ("checks", checks)):
         if int(value) < 1:
             raise VideoMageInputError(name, f"expected at least 1, got {value}")
     seeds = range(CHECK_SEED + seed, CHECK_SEED + seed + int(checks))
     tried, best = [], None
     for k in range(int(attempts)):
-        artifact = C.train_motion_artifact(model, reference, recipe, seed + k, callback=callback)
+        def train(k=k):
+            return C.train_motion_artifact(model, reference, recipe, seed + k, callback=callback)
+
+        artifact = train() if trained is None else trained(seed + k, train)
         scores = check_motion(model, artifact, reference, recipe, seeds)
         median = float(np.median(scores))
         tried.append({"training_seed": seed + k, "check_seeds": list(seeds),
