@@ -30,11 +30,9 @@ MEASURES = ("subject_fidelity", "motion_fidelity", "leakage")
 def _artifacts(model, recipe, scale: str, d: int, folder: Path, log):
     """Draw ``d``'s fused subjects and checked motion, trained as the demo trains them (cached in ``folder``)."""
     from videomage_core.artifacts import load_artifact, save_artifact
-    from videomage_core.demo import MOTION_CHECKS, TOKENS, draw_inputs
-    from videomage_core.shapesworld import customization as C
-    from videomage_core.shapesworld.motion_check import train_checked_motion
+    from videomage_core import demo
 
-    pair, reference = draw_inputs(d, recipe.size, recipe.frames)
+    pair, reference = demo.draw_inputs(d, recipe.size, recipe.frames)
     folder.mkdir(parents=True, exist_ok=True)
 
     def cached(path: Path, train):
@@ -44,13 +42,12 @@ def _artifacts(model, recipe, scale: str, d: int, folder: Path, log):
         return load_artifact(path)
 
     def fuse():
-        trained = [C.train_subject_artifact(model, s, TOKENS[n], recipe, d + n, folder / "cache")
-                   for n, s in enumerate(pair)]
-        return C.fuse_artifact(model, trained, pair, recipe, d, cache_dir=folder / "cache")
+        trained = [demo.train_subject(model, recipe, pair, n, d, folder / "cache") for n in range(len(pair))]
+        return demo.fuse_subjects(model, recipe, trained, pair, d, folder / "cache")
 
     fused = cached(folder / "fused_subjects.safetensors", fuse)
-    motion = train_checked_motion(model, reference, recipe, d, **MOTION_CHECKS[scale],
-                                  trained=lambda k, train: cached(folder / f"motion_seed{k}.safetensors", train))
+    motion = demo.train_motion(model, recipe, reference, d, scale,
+                               trained=lambda k, train: cached(folder / f"motion_seed{k}.safetensors", train))
     return pair, reference, fused, motion
 
 

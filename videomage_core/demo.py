@@ -55,6 +55,28 @@ def draw_inputs(seed: int, size: int, frames: int):
     return pair, C.reference_clip(seed + 1, MOTION, pair, frames, size)
 
 
+# how the demo trains draw ``seed``'s artifacts (bench/demo_draws.py trains them the same way)
+def train_subject(model, recipe, pair, n: int, seed: int, cache, callback=None):
+    """Subject ``n`` of the pair (training seed ``seed + n``)."""
+    from .shapesworld import customization as C
+
+    return C.train_subject_artifact(model, pair[n], TOKENS[n], recipe, seed + n, cache, callback=callback)
+
+
+def fuse_subjects(model, recipe, trained, pair, seed: int, cache, callback=None):
+    from .shapesworld import customization as C
+
+    return C.fuse_artifact(model, trained, pair, recipe, seed, cache_dir=cache, callback=callback)
+
+
+def train_motion(model, recipe, reference, seed: int, scale: str, callback=None, trained=None):
+    """The motion LoRA, checked against its own reference (``MOTION_CHECKS[scale]``)."""
+    from .shapesworld.motion_check import train_checked_motion
+
+    return train_checked_motion(model, reference, recipe, seed, callback=callback, trained=trained,
+                                **MOTION_CHECKS[scale])
+
+
 def _upscale(video: torch.Tensor, factor: int) -> torch.Tensor:
     return video.repeat_interleave(factor, 1).repeat_interleave(factor, 2)
 
@@ -65,7 +87,6 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     from .model import load_model
     from .pretrained import shapesworld_model_dir
     from .shapesworld import customization as C
-    from .shapesworld.motion_check import train_checked_motion
     from .video_io import labelled, save_animation, save_image, side_by_side
 
     out = Path(out)
@@ -84,35 +105,33 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     size, frames = recipe.size, recipe.frames
     view = max(1, -(-VIEW_SIZE // size))
     pair, reference = draw_inputs(seed, size, frames)
-    tokens = TOKENS
     ref_video = torch.from_numpy(reference.frames).float()
     for n, subj in enumerate(pair):  # what the subject LoRAs train on
-        images = (C.subject_images_with_companion(subj, tokens[n], seed + n, size, recipe.images)[0]
-                  if recipe.subject_companion else C.subject_images(subj, seed + n, size, recipe.images)[0])
+        images = C.subject_training_images(subj, TOKENS[n], recipe, seed + n)[0]
         for i, img in enumerate(images):
             save_image(_upscale(img[None], view)[0], out / "inputs" / f"subject_{n + 1}_{i}.png")
     save_animation(_upscale(ref_video, view), out / "inputs" / "reference.webp")
 
     cache = out / "cache"
     trained = []
-    for n, subj in enumerate(pair):
+    for n in range(len(pair)):
         t0 = time.perf_counter()
-        art = C.train_subject_artifact(model, subj, tokens[n], recipe, seed + n, cache, callback=callback)
+        art = train_subject(model, recipe, pair, n, seed, cache, callback)
         save_artifact(art, out / f"subject_{n + 1}.safetensors")
         trained.append(art)
         clock(f"subject_{n + 1}", t0)
 
     t0 = time.perf_counter()
-    motion = train_checked_motion(model, reference, recipe, seed, callback=callback, **MOTION_CHECKS[scale])
+    motion = train_motion(model, recipe, reference, seed, scale, callback)
     save_artifact(motion, out / "motion.safetensors")
     clock("motion", t0)
 
     t0 = time.perf_counter()
-    fused = C.fuse_artifact(model, trained, pair, recipe, seed, cache_dir=cache, callback=callback)
+    fused = fuse_subjects(model, recipe, trained, pair, seed, cache, callback)
     save_artifact(fused, out / "fused_subjects.safetensors")
     clock("fusion", t0)
 
-    prompt = C.customized_prompt(MOTION, tokens)
+    prompt = C.customized_prompt(MOTION, TOKENS)
     t0 = time.perf_counter()
     video = C.generate(model, fused, motion, prompt, recipe, seed, "scs")
     clock("sample_scs", t0)
@@ -126,7 +145,7 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     clock("sample_motion_stage", t0)
     # the subject half's own check: the fused LoRA alone, from fresh noise, on fusion's caption of the pair
     t0 = time.perf_counter()
-    pair_prompt = C.subjects_stage_prompt(tokens)
+    pair_prompt = C.subjects_stage_prompt(TOKENS)
     subjects_stage = C.generate_with(model, fused, pair_prompt, recipe, seed)
     clock("sample_subjects_stage", t0)
     save_animation(_upscale(video, view), out / "videomage.webp")

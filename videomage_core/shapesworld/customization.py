@@ -201,15 +201,19 @@ def customized_prompt(motion: str, tokens: tuple[str, str]) -> str:
 # --------------------------------------------------------------------------- engine calls
 
 
+def subject_training_images(subject: ObjectSpec, token: str, recipe: Recipe, seed: int):
+    """What a subject LoRA trains on under ``recipe``: images, masks and each image's caption (None: the
+    template's), with a named companion object when ``recipe.subject_companion``."""
+    if recipe.subject_companion:
+        return subject_images_with_companion(subject, token, seed, recipe.size, recipe.images)
+    return (*subject_images(subject, seed, recipe.size, recipe.images), None)
+
+
 def train_subject_artifact(model, subject: ObjectSpec, token: str, recipe: Recipe, seed: int, cache_dir=None,
                            callback=None):
     from ..subject import SubjectSettings, train_subject
 
-    captions = None
-    if recipe.subject_companion:
-        images, masks, captions = subject_images_with_companion(subject, token, seed, recipe.size, recipe.images)
-    else:
-        images, masks = subject_images(subject, seed, recipe.size, recipe.images)
+    images, masks, captions = subject_training_images(subject, token, recipe, seed)
     settings = SubjectSettings(token=token, superclass=SUPERCLASS, steps=recipe.subject_steps, rank=recipe.rank,
                                lr_lora=recipe.lr_lora, lr_token=recipe.lr_token, lambda1=recipe.lambda1,
                                seed=seed, height=recipe.size, width=recipe.size,
