@@ -104,6 +104,8 @@ SCALES = {
                  tau=1,
                  prior_videos=1, prior_steps=1, generation_steps=1, images=2),
 }
+#: the motion_check and demo_recipe options' check (shapesworld.motion_check), per scale: as ``make demo``'s
+MOTION_CHECKS = {"full": dict(attempts=3, checks=3), "test": dict(attempts=2, checks=1)}
 
 
 
@@ -117,8 +119,9 @@ def say(message: str) -> None:
 
 class Quality:
     def __init__(self, model, recipe: C.Recipe, out: Path, pairs: int, seeds: int, log=say,
-                 min_samples: int = 16, motions: tuple[str, ...] | None = None):
+                 min_samples: int = 16, motions: tuple[str, ...] | None = None, motion_checks: dict | None = None):
         self.model, self.recipe, self.out, self.log = model, recipe, out, log
+        self.motion_checks = dict(MOTION_CHECKS["full"] if motion_checks is None else motion_checks)
         self.min_samples = min_samples  # per before/after cell (the issue asks for 16+)
         self.n_pairs, self.n_seeds = pairs, seeds
         self.pairs = C.subject_pairs(1000, pairs)
@@ -163,7 +166,8 @@ class Quality:
         and the measuring and sampling code (measures are cached per (pair, motion, seed), so more seeds later
         measure only the new ones, and an edited detector or sampler measures everything again)."""
         measuring = hashlib.sha256(b"".join(p.read_bytes() for p in MEASURING_CODE)).hexdigest()[:12]
-        key = json.dumps([self.digest(), C.recipe_dict(self.recipe), VARIANTS, RECIPES, OPTION_RECIPES, measuring])
+        key = json.dumps([self.digest(), C.recipe_dict(self.recipe), VARIANTS, RECIPES, OPTION_RECIPES, measuring,
+                          self.motion_checks])
         return hashlib.sha256(key.encode()).hexdigest()[:8]
 
     def _measured(self, name: str, measure) -> tuple[bool, object]:
@@ -191,6 +195,7 @@ class Quality:
             arts[f"motion_{motion}_md"] = self._cached(f"motion_{motion}_md", lambda ref=ref, j=j:
                                                        C.train_motiondirector_artifact(m, ref, r, 500 + j),
                                                        "motiondirector")
+            arts[f"motion_{motion}_checked"] = self._checked_motion(arts, motion, 500 + j)
         self._fuse(arts, r)
         self._fuse(arts, r, "_noattn", lambda2=0.0)
         for i in range(len(self.pairs)):
@@ -200,6 +205,25 @@ class Quality:
         self._train_subjects(arts, rc, "_companion")
         self._fuse(arts, rc, "_companion", subjects="_companion")
         return arts
+
+    def _checked_motion(self, arts: dict, motion: str, seed: int):
+        """``motion``'s LoRA checked against its reference and retrained with the next seed when it fails (the
+        motion_check and demo_recipe options, as ``make demo`` trains its motion): the first training is
+        ``motion_{motion}`` itself, the retrainings are cached as ``motion_{motion}_seed{k}``."""
+        from videomage_core.shapesworld.motion_check import train_checked_motion
+
+        def trained(k, train):
+            if k == seed:
+                first = arts[f"motion_{motion}"]
+                return dataclasses.replace(first, info=dict(first.info))
+            return self._cached(f"motion_{motion}_seed{k}", train, "motion")
+
+        art = train_checked_motion(self.model, self.references[motion], self.recipe, seed, trained=trained,
+                                   **self.motion_checks)
+        self.log(f"  motion_{motion}_checked: " + "; ".join(
+            f"seed {c['training_seed']} median {c['median']:.2f}{' kept' if c['kept'] else ''}"
+            for c in art.info["motion_checks"]))
+        return art
 
     def _train_subjects(self, arts: dict, recipe: C.Recipe, suffix: str = "") -> None:
         """Every pair's two subject LoRAs under ``recipe``, as ``subject_p{i}s{k}{suffix}``."""
@@ -323,7 +347,7 @@ def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full",
     t0 = time.perf_counter()
     model = load_model(model_dir)
     recipe = C.Recipe.for_model(model, **{**SCALES[scale], **(recipe or {})})
-    q = Quality(model, recipe, out, pairs, seeds, log, min_samples, motions)
+    q = Quality(model, recipe, out, pairs, seeds, log, min_samples, motions, MOTION_CHECKS[scale])
     log(f"quality: {pairs} pairs x {len(q.motions)} motions x {seeds} seeds, recipe {recipe}")
     arts = q.train()
     custom = q.customization(arts)
@@ -337,7 +361,8 @@ def run(model_dir: Path, out: Path, pairs: int, seeds: int, scale: str = "full",
                      "seeds": seeds, "motions": list(q.motions), "cells": pairs * len(q.motions) * seeds,
                      "scale": scale, "recipe": C.recipe_dict(recipe),
                      "subjects": [[repr(s) for s in p] for p in q.pairs],
-                     "references": {k: v.caption for k, v in q.references.items()}},
+                     "references": {k: v.caption for k, v in q.references.items()},
+                     "motion_checks": {m: arts[f"motion_{m}_checked"].info["motion_checks"] for m in q.motions}},
         "base": base_controllability(Path(model_dir)),
         "customization": {k: v for k, v in custom.items() if k != "scores"},
         "methods": methods,

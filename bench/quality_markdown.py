@@ -27,7 +27,10 @@ def _later_option_rows(opt: dict, recipe: dict, d) -> list[str]:
     labels = {"subject_companion": "subject LoRAs learned from images with a second, named object, each "
                                    "captioned so (\"a <s> and a red circle\"), fused",
               "scs_regions": f"SCS's DDIM step weighted by region: the subject branch's share {weights[0]} where "
-                             f"its tokens are not attended, up to {weights[1]} where they are most"}
+                             f"its tokens are not attended, up to {weights[1]} where they are most",
+              "motion_check": "the motion LoRA checked on its own reference and retrained with the next seed when "
+                              "it fails (median motion stage < 0.5; at most 3 trainings), as `make demo` trains it",
+              "demo_recipe": "`make demo`'s recipe: the companion subjects (above) with the checked motion"}
     return [f"| {label} | {_fmt(c['subject_fidelity'])} | {_fmt(c['motion_fidelity'])} | "
             f"{_fmt(c['motion_fidelity_next'])} | {d(c, 'subject_fidelity')} / {d(c, 'motion_fidelity')} / "
             f"{d(c, 'motion_fidelity_next')} |"

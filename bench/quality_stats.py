@@ -28,12 +28,17 @@ RECIPES = {
 #: steps; "two_motions" adds the next held-out motion's LoRA (scored against both references);
 #: "subject_companion" fuses subject LoRAs learned from images that also show a second, named object,
 #: each captioned so ("a <s> and a red circle"; Recipe.subject_companion); "scs_regions" weights SCS's DDIM
-#: step by the subject tokens' attention maps (Recipe.region_weights; SCSSettings.region_weights).
-OPTIONS = ("customcrafter", "two_motions", "subject_companion", "scs_regions")
+#: step by the subject tokens' attention maps (Recipe.region_weights; SCSSettings.region_weights);
+#: "motion_check" samples VideoMage's fused subjects with a motion LoRA checked against its own reference and
+#: retrained when it fails (shapesworld.motion_check, as ``make demo`` trains it); "demo_recipe" both of
+#: ``make demo``'s additions together: the subject_companion subjects and the checked motion.
+OPTIONS = ("customcrafter", "two_motions", "subject_companion", "scs_regions", "motion_check", "demo_recipe")
 #: an option's recipe (an entry of RECIPES or of OPTION_RECIPES)
 RECIPE_OF_OPTION = {"customcrafter": "videomage", "two_motions": "videomage", "subject_companion": "companion",
-                    "scs_regions": "videomage"}
-OPTION_RECIPES = {"companion": ("fused_p{i}_companion", "motion_{m}", "scs")}
+                    "scs_regions": "videomage", "motion_check": "checked", "demo_recipe": "demo"}
+OPTION_RECIPES = {"companion": ("fused_p{i}_companion", "motion_{m}", "scs"),
+                  "checked": ("fused_p{i}", "motion_{m}_checked", "scs"),
+                  "demo": ("fused_p{i}_companion", "motion_{m}_checked", "scs")}
 CELL_RECIPES = {**RECIPES, **OPTION_RECIPES}  # every recipe a cell's videos use
 VARIANTS = tuple([(name, name, True, True, None) for name in RECIPES] + [("tau0", "videomage", False, True, None)]
                  + [(f"beta0:{name}", name, True, False, None) for name in RECIPES]

@@ -107,15 +107,26 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
     md = (tmp_path / "r" / "RESULTS.md").read_text()
     assert "<!-- quality:start -->" in md and "MotionDirector (baseline)" in md and "tau = 0" in md
     arts = sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir())
-    # subjects, motions (L_mot, plain, MotionDirector), fusions (L_attn, none), and the subject_companion
-    # option's subjects and fusion
-    assert len(arts) == 2 + 2 * 3 + 2 + 3
+    # subjects, motions (L_mot, plain, MotionDirector), fusions (L_attn, none), the subject_companion
+    # option's subjects and fusion, and the motion_check option's retrainings (its first training is motion_<m>)
+    checks = saved["settings"]["motion_checks"]
+    assert set(checks) == set(motions)
+    retrained = 0
+    for attempts in checks.values():
+        assert 1 <= len(attempts) <= Q.MOTION_CHECKS["test"]["attempts"] and sum(a["kept"] for a in attempts) == 1
+        assert [a["training_seed"] for a in attempts] == list(range(attempts[0]["training_seed"],
+                                                                     attempts[0]["training_seed"] + len(attempts)))
+        assert all(a["passed"] for a in attempts[-1:]) or len(attempts) == Q.MOTION_CHECKS["test"]["attempts"]
+        retrained += len(attempts) - 1
+    assert sum("_seed" in a for a in arts) == retrained
+    assert len(arts) == 2 + 2 * 3 + 2 + 3 + retrained
     assert sum("_companion-" in a for a in arts) == 3
     from videomage_core.artifacts import load_artifact
     trained = load_artifact(next((tmp_path / "q" / "artifacts").glob("subject_p0s0_companion-*")))
     assert [c.split(" and a ")[0] for c in trained.train_args["image_captions"]] == ["a <p0s0>"] * 2
     companion = [r for r in saved["records"] if r["method"] == "subject_companion"]
     assert len(companion) == 2 and "images with a second, named object" in md
+    assert {r["method"] for r in saved["records"]} >= {"motion_check", "demo_recipe"} and "`make demo`'s recipe" in md
     assert sum(a.startswith("motion_") and "_md-" in a for a in arts) == 2
     # a run with one more seed reuses every artifact and measured cell: it makes only the new seed's
     # videos (2 motions x every method and control)
@@ -143,7 +154,8 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
 
     model = load_model(shapesworld_model_dir())
     recipe = Q.C.Recipe.for_model(model, **Q.SCALES["test"])
-    q = Q.Quality(model, recipe, tmp_path / "q", 1, 1, log=lambda s: None, motions=motions)
+    q = Q.Quality(model, recipe, tmp_path / "q", 1, 1, log=lambda s: None, motions=motions,
+                  motion_checks=Q.MOTION_CHECKS["test"])
     before = (q.digest(), q.sampling_digest())
     cells = list((tmp_path / "q" / "cells").glob("*.json"))
     assert len(cells) == 5 and all(p.stem.endswith(before[1]) for p in cells)  # 4 cells + customization

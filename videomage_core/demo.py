@@ -171,7 +171,8 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
         "recipe_note": "make quality's ShapesWorld recipe with two additions, both beyond the paper: each subject "
                        "image shows a named object beside the subject (subject_companion), and the motion LoRA is "
                        "checked against its own reference and retrained with the next seed when it fails "
-                       "(motion_checks; videomage_core/shapesworld/motion_check.py)",
+                       "(motion_checks; videomage_core/shapesworld/motion_check.py); make quality measures this "
+                       "recipe as its option demo_recipe",
         "motion_checks": motion.info["motion_checks"],
         "losses": {"subject_1": trained[0].losses, "subject_2": trained[1].losses,
                    "motion": motion.losses, "motion_inversion": motion.info["inversion_losses"],
