@@ -22,8 +22,9 @@ generator and exact measures (:mod:`videomage_core.shapesworld.customization`):
   baseline with the noise prior off).
 - ``options`` beyond the paper, on VideoMage's cells: CustomCrafter's early subject scale, two motion
   LoRAs in one video, subject LoRAs learned from images with a second, named object
-  (``Recipe.subject_companion``) and SCS's DDIM step weighted by region (``Recipe.region_weights``), each
-  against VideoMage per cell.
+  (``Recipe.subject_companion``), SCS's DDIM step weighted by region (``Recipe.region_weights``), the motion
+  LoRA checked on its own reference and retrained when it fails (``motion_check``) and ``make demo``'s recipe,
+  companion subjects with the checked motion (``demo_recipe``), each against VideoMage per cell.
 - ``claims``: the paper's claims as paired differences over the same (pair, motion, seed) videos;
   a claim is ``supported`` when the 95 % Student-t interval over the (pair, motion) cells' mean
   differences excludes 0 on the claimed side (a cell's seeds share its LoRAs; :func:`claim`).
@@ -97,6 +98,9 @@ NOT_READ_BY = {
     "fusion": _MOTION_FIELDS,
 }
 MOTION_ROWS = ("motion_before", "motion_after", "motion_lora_only", "motion_prior_only")
+#: customization's subject_parts: a subject drawn alone by its own LoRA ("subject_lora") and by its pair's
+#: fused LoRA ("fused_lora"), each split into hue and shape (measures.subject_parts)
+SUBJECT_PART_STAGES = ("subject_lora", "fused_lora")
 SCALES = {
     "full": {},
     # for tests: every stage runs, with a few steps each, at 32 px (the UNet is convolutional; 4x fewer latents)
@@ -258,16 +262,24 @@ class Quality:
     def _customization(self, arts) -> dict:
         r, m = self.recipe, self.model
         sub_before, sub_after = [], []
+        # each subject's hue and shape parts, drawn by its own LoRA and by its pair's fused LoRA (the same
+        # prompt and seeds): which part of the identity fusion keeps
+        parts = {stage: {"hue": [], "shape": []} for stage in SUBJECT_PART_STAGES}
         seeds = max(1, math.ceil(self.min_samples / (2 * self.n_pairs)))
         for i, pair in enumerate(self.pairs):
             for k, subj in enumerate(pair):
                 art = arts[f"subject_p{i}s{k}"]
                 for s in range(seeds):
                     seed = 3000 + 100 * i + 10 * k + s
+                    prompt = f"a {self.token(i, k)} standing still"
                     before = C.generate_with(m, None, f"a {SUPERCLASS} standing still", r, seed)
-                    after = C.generate_with(m, art, f"a {self.token(i, k)} standing still", r, seed)
+                    after = C.generate_with(m, art, prompt, r, seed)
+                    fused = C.generate_with(m, arts[f"fused_p{i}"], prompt, r, seed)
                     sub_before.append(C.measure_subject(before, subj))
                     sub_after.append(C.measure_subject(after, subj))
+                    for stage, video in zip(SUBJECT_PART_STAGES, (after, fused), strict=True):
+                        for key, value in C.measure_subject_parts(video, subj).items():
+                            parts[stage][key].append(value)
         # motion: the base model; the motion as the pipeline uses it (LoRA + its noise prior); and
         # each half alone, to show where the motion comes from
         mot = {k: [] for k in MOTION_ROWS}
@@ -287,9 +299,11 @@ class Quality:
                  + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in mot.items())
                  + ", VAE ceiling " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in ceiling.items()))
         return {"subject_before": stat(sub_before), "subject_after": stat(sub_after),
+                "subject_parts": {stage: {k: stat(v) for k, v in p.items()} for stage, p in parts.items()},
                 **{k: stat(v) for k, v in mot.items()},
                 "vae_ceiling": {k: stat(v) for k, v in ceiling.items()},
                 "scores": {"subject_before": sub_before, "subject_after": sub_after, **mot,
+                           **{f"{stage}_{k}": v for stage, p in parts.items() for k, v in p.items()},
                            **{f"vae_ceiling_{k}": v for k, v in ceiling.items()}}}
 
     def methods(self, arts) -> list[dict]:

@@ -37,6 +37,30 @@ def _later_option_rows(opt: dict, recipe: dict, d) -> list[str]:
             for name, label in labels.items() if (c := opt.get(name)) is not None]
 
 
+def _subject_parts_rows(result: dict) -> list[str]:
+    """Subject fidelity split into hue and shape, from one LoRA alone to the two-subject videos (absent from a
+    quality.json written before session 22)."""
+    parts = result["customization"].get("subject_parts")
+    if not parts:
+        return []
+    L = ["", "### Subject fidelity by part: hue and shape", "",
+         "| what draws the subject | hue | shape |", "|---|---|---|",
+         f"| its own subject LoRA, alone (\"a <s> standing still\") | {_fmt(parts['subject_lora']['hue'])} | "
+         f"{_fmt(parts['subject_lora']['shape'])} |",
+         f"| its pair's fused LoRA, alone (same prompt and seeds) | {_fmt(parts['fused_lora']['hue'])} | "
+         f"{_fmt(parts['fused_lora']['shape'])} |"]
+    rows = [(name, result["methods"][name]) for name in ("videomage", "wo_scs")]
+    rows += [(f"option {name}", o) for name, o in (result.get("options") or {}).items()
+             if isinstance(o, dict) and "subject_hue" in o]
+    L += [f"| {label}, in the two-subject videos | {_fmt(m['subject_hue'])} | {_fmt(m['subject_shape'])} |"
+          for label, m in rows if m.get("subject_hue", {}).get("n")]
+    L += ["", ("Hue: 1 within 10 degrees of the subject's, 0 beyond 60; shape: the fraction of frames whose "
+               "detected shape is the subject's (`measures.fidelity_parts`), of the object that scores best for "
+               "the subject; in two-subject videos averaged over both subjects and times the presence factor, so "
+               "their mean is the subject fidelity above.")]
+    return L
+
+
 def markdown(result: dict) -> str:
     b, c, s = result["base"], result["customization"], result["settings"]
     ceil = c.get("vae_ceiling", {})
@@ -108,6 +132,7 @@ def markdown(result: dict) -> str:
               "", (f"VideoMage's own videos score {_fmt(opt['videomage_motion_fidelity_next'])} against the second "
                    "motion's reference: the baseline for the last column (a combined video that shows both "
                    "motions would score above it there while keeping its first motion).")]
+    L += _subject_parts_rows(result)
     L += ["", ("A failed video (fewer than two objects detected) scores 0 on every measure, and on the "
                "overall score of the baseline claim below, except leakage, which leaves it out (a 0 there "
                "would reward the failure). Subject fidelity in a two-subject video counts where both subjects are "

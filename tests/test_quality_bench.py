@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from bench import quality as Q
@@ -86,7 +88,16 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
                 log=lambda s: None, min_samples=2, motions=motions)
     saved = json.loads((tmp_path / "r" / "quality.json").read_text())
     assert set(saved["base"]) >= {"colour", "shape", "motion"}
-    assert set(saved["customization"]) == {"subject_before", "subject_after", *Q.MOTION_ROWS, "vae_ceiling"}
+    assert set(saved["customization"]) == {"subject_before", "subject_after", "subject_parts", *Q.MOTION_ROWS,
+                                           "vae_ceiling"}
+    parts = saved["customization"]["subject_parts"]
+    assert set(parts) == set(Q.SUBJECT_PART_STAGES) and {p[k]["n"] for p in parts.values() for k in p} == {2}
+    # the subject LoRA's fidelity is the mean of its parts, video by video (plain subjects: hue and shape)
+    scores = saved["customization_scores"]
+    assert np.allclose(scores["subject_after"], (np.array(scores["subject_lora_hue"])
+                                                 + np.array(scores["subject_lora_shape"])) / 2)
+    for r in saved["records"]:  # and so is each two-subject video's
+        assert r["subject_fidelity"] == pytest.approx((r["subject_hue"] + r["subject_shape"]) / 2, abs=1e-12)
     ceiling = saved["customization"]["vae_ceiling"]
     assert ceiling["subject_fidelity"]["n"] == 2 * 2 and ceiling["motion_fidelity"]["n"] == 2  # 2 images x 2
     assert ceiling["motion_fidelity"]["mean"] > 0.9  # the references survive the round trip
@@ -103,7 +114,7 @@ def test_quality_runs_end_to_end_at_test_scale(tmp_path, monkeypatch):
     assert saved["settings"]["motions"] == list(motions)
     assert set(saved["options"]) == {*Q.OPTIONS, "videomage_motion_fidelity_next"}
     assert saved["options"]["two_motions"]["motion_fidelity_next"]["n"] == 2
-    assert "Options beyond the paper" in Q.markdown(res)
+    assert "Options beyond the paper" in Q.markdown(res) and "Subject fidelity by part" in Q.markdown(res)
     md = (tmp_path / "r" / "RESULTS.md").read_text()
     assert "<!-- quality:start -->" in md and "MotionDirector (baseline)" in md and "tau = 0" in md
     arts = sorted(p.name for p in (tmp_path / "q" / "artifacts").iterdir())

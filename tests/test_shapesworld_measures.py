@@ -357,3 +357,30 @@ def test_subject_fidelity_of_a_pair_low_when_one_object_flickers_between_the_sub
     assert M.pair_subject_fidelity(target.frames, spec.objects) == pytest.approx(
         np.mean([M.subject_fidelity(target.frames, s, 2) for s in spec.objects]))
     assert M.pair_subject_fidelity(target.frames, spec.objects) > 0.9
+
+
+def test_subject_parts_split_fidelity_into_hue_and_shape():
+    # a plain subject's fidelity is the mean of its hue and shape parts, for one object and for a pair (the
+    # pair's parts carry the same presence factor); an object of the right hue and another shape keeps the
+    # hue part and loses the shape part
+    subject = ObjectSpec("star", 300, "plain", 9 / 64)
+    same = sample_single(np.random.default_rng(2), "up", subject=subject)
+    assert M.subject_parts(same.frames, subject) == {"hue": 1.0, "shape": 1.0, "texture": None}
+    blob = sample_single(np.random.default_rng(2), "up", subject=ObjectSpec("circle", 300, "plain", 9 / 64))
+    parts = M.subject_parts(blob.frames, subject)
+    assert parts["hue"] == 1.0 and parts["shape"] == 0.0
+    assert M.subject_fidelity(blob.frames, subject) == pytest.approx((parts["hue"] + parts["shape"]) / 2)
+    _, textured, _ = pair_setup("orbit", seed=5)
+    spec = replace(textured, objects=tuple(replace(o, texture="plain") for o in textured.objects))
+    target = render_clip(spec)
+    a, b = spec.objects
+    as_a = render_clip(replace(spec, objects=(a,), paths=spec.paths[:1], motion="still"))
+    as_b = render_clip(replace(spec, objects=(b,), paths=spec.paths[:1], motion="still"))
+    flicker = np.stack([(as_a if i % 2 == 0 else as_b).frames[i] for i in range(8)])
+    assert M.pair_subject_parts(target.frames, spec.objects) == {"hue": 1.0, "shape": 1.0}
+    for frames in (target.frames, degrade(target.frames, 7), flicker):
+        pair = M.pair_subject_parts(frames, spec.objects)
+        assert (pair["hue"] + pair["shape"]) / 2 == pytest.approx(M.pair_subject_fidelity(frames, spec.objects))
+    assert M.pair_subject_parts(flicker, spec.objects) == {"hue": 0.0, "shape": 0.0}
+    empty = np.zeros_like(target.frames)
+    assert M.subject_parts(empty, subject, 1)["shape"] == 0.0

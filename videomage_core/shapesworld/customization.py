@@ -41,11 +41,12 @@ from .generator import (
     sample_object,
 )
 
-MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency", "interaction")
+MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "binding", "temporal_consistency", "interaction",
+            "subject_hue", "subject_shape")
 #: Value a measure takes when the video has no detectable object to score (a failed video counts
 #: as a failure; leakage has no meaning without an object and is left out, counted in ``failed``).
 FAILED = {"subject_fidelity": 0.0, "motion_fidelity": 0.0, "leakage": None, "binding": 0.0,
-          "temporal_consistency": 0.0, "interaction": 0.0}
+          "temporal_consistency": 0.0, "interaction": 0.0, "subject_hue": 0.0, "subject_shape": 0.0}
 SUBJECT_SHAPES = ("star", "ring", "cross", "diamond")  # shapes captions never name
 
 
@@ -395,8 +396,9 @@ def measure_customized(frames, subjects: tuple[ObjectSpec, ObjectSpec], referenc
     (:func:`measures.pair_subject_fidelity`); motion_fidelity: trajectory match to the
     reference; leakage: the reference objects' appearance in the output; binding; temporal
     consistency; interaction: 1 when the detected interaction is the reference's and both objects
-    are present and apart in at least 3/4 of the frames (:func:`measures.pair_valid_fraction`). A video with
-    fewer than two detectable objects scores :data:`FAILED` (``failed`` = 1).
+    are present and apart in at least 3/4 of the frames (:func:`measures.pair_valid_fraction`);
+    subject_hue / subject_shape: subject fidelity's two parts (:func:`measures.pair_subject_parts`; their mean
+    is subject fidelity). A video with fewer than two detectable objects scores :data:`FAILED` (``failed`` = 1).
     """
     arr = np.asarray(frames.float().numpy() if isinstance(frames, torch.Tensor) else frames)
     objs = list(subjects)
@@ -416,6 +418,7 @@ def measure_customized(frames, subjects: tuple[ObjectSpec, ObjectSpec], referenc
             "binding": float(M.attribute_binding(an, objs)),
             "temporal_consistency": float(M.temporal_consistency(an, 2)),
             "interaction": float(found == reference.spec.motion),
+            **{f"subject_{k}": v for k, v in M.pair_subject_parts(an, objs).items()},
             "failed": 0,
         }
     except (ValueError, IndexError):
@@ -430,6 +433,16 @@ def measure_subject(frames, subject: ObjectSpec) -> float:
         return float(M.subject_fidelity(arr, subject, 1))
     except (ValueError, IndexError):
         return 0.0
+
+
+def measure_subject_parts(frames, subject: ObjectSpec) -> dict:
+    """:func:`measure_subject` split into its hue and shape parts (zeros when no object is found)."""
+    arr = np.asarray(frames.float().numpy() if isinstance(frames, torch.Tensor) else frames)
+    try:
+        parts = M.subject_parts(arr, subject, 1)
+    except (ValueError, IndexError):
+        return {"hue": 0.0, "shape": 0.0}
+    return {"hue": parts["hue"], "shape": parts["shape"]}
 
 
 def measure_motion(frames, reference: Clip) -> float:
@@ -465,6 +478,7 @@ def recipe_dict(recipe: Recipe) -> dict:
 
 
 __all__ = ["HELD_OUT_INTERACTIONS", "MEASURES", "Recipe", "customized_prompt", "fuse_artifact", "generate",
-           "generate_with", "measure_customized", "measure_motion", "measure_subject", "reference_clip",
+           "generate_with", "measure_customized", "measure_motion", "measure_subject", "measure_subject_parts",
+           "reference_clip",
            "round_trip", "subject_images", "subject_pairs", "subjects_stage_prompt", "train_motion_artifact",
            "train_motiondirector_artifact", "train_subject_artifact", "vae_ceiling"]

@@ -84,8 +84,8 @@ __all__ = [
     "appearance_leakage", "attribute_binding", "classify_direction", "classify_interaction", "evaluate",
     "fidelity_parts", "hue_agreement", "interaction_features", "match_subjects", "motion_fidelity",
     "object_fidelity",
-    "pair_subject_fidelity", "pair_valid_fraction", "pair_valid_frames", "presence_factor", "prompt_following",
-    "subject_fidelity",
+    "pair_subject_fidelity", "pair_subject_parts", "pair_valid_fraction", "pair_valid_frames", "presence_factor",
+    "prompt_following", "subject_fidelity", "subject_parts",
     "temporal_consistency",
 ]
 
@@ -237,6 +237,28 @@ def pair_subject_fidelity(frames_or_analysis, subjects: Sequence[ObjectSpec]) ->
     an = _analysis(frames_or_analysis, 2)
     mean = float(np.mean([subject_fidelity(an, s, 2) for s in subjects]))
     return mean * presence_factor(pair_valid_fraction(an))
+
+
+def subject_parts(frames_or_analysis, subject: ObjectSpec, n_objects: int | None = None) -> dict:
+    """:func:`fidelity_parts` of the object :func:`subject_fidelity` scores (the best-matching one); zeros
+    (texture None) when no object is found. For a plain subject, fidelity is the mean of hue and shape."""
+    an = _analysis(frames_or_analysis, n_objects)
+    if not an.objects:
+        return {"hue": 0.0, "shape": 0.0, "texture": None if subject.texture == "plain" else 0.0}
+    return fidelity_parts(max(an.objects, key=lambda o: object_fidelity(o, subject)), subject)
+
+
+def pair_subject_parts(frames_or_analysis, subjects: Sequence[ObjectSpec]) -> dict:
+    """:func:`pair_subject_fidelity` split by what it averages: each part of both subjects' best-matching
+    objects, averaged over the two subjects and times the same presence factor (so for plain subjects
+    ``(hue + shape) / 2`` is the pair's subject fidelity). Says whether a subject is lost by its colour or
+    by its shape."""
+    if len(subjects) != 2:
+        raise ValueError("pair subject parts compare two subjects")
+    an = _analysis(frames_or_analysis, 2)
+    parts = [subject_parts(an, s, 2) for s in subjects]
+    factor = presence_factor(pair_valid_fraction(an))
+    return {k: float(np.mean([p[k] for p in parts])) * factor for k in ("hue", "shape")}
 
 
 def _discriminating(s1: ObjectSpec, s2: ObjectSpec) -> list[str]:
