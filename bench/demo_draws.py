@@ -24,7 +24,7 @@ from videomage_core.atomic import atomic_write_json, atomic_write_text
 ROOT = Path(__file__).resolve().parent.parent
 #: sampler name -> (generate's mode, weighted by region)
 SAMPLERS = {"scs": ("scs", False), "scs_regions": ("scs", True), "wo_scs": ("wo_scs", False)}
-MEASURES = ("subject_fidelity", "motion_fidelity", "leakage")
+MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "subject_hue", "subject_shape")
 
 
 def _artifacts(model, recipe, scale: str, d: int, folder: Path, log):
@@ -102,10 +102,12 @@ def markdown(result: dict) -> str:
              "", "Written by `python -m bench.demo_draws`; draw d is `videomage demo --seed d` (the demo shows draw 0, "
              "seed 0). Means over videos with 95 % intervals (normal approximation); paired differences are tested "
              "over draws (Student t).", "",
-             "| sampler | subject fidelity | motion fidelity | leakage | failed |", "|---|---|---|---|---|"]
+             "| sampler | subject fidelity (hue / shape) | motion fidelity | leakage | failed |", "|---|---|---|---|---|"]
     for name, s in result["samplers"].items():
         n = s["subject_fidelity"]["n"]
-        lines.append(f"| {name} | {cell(s['subject_fidelity'])} | {cell(s['motion_fidelity'])} | "
+        parts = " / ".join(f"{s[k]['mean']:.2f}" for k in ("subject_hue", "subject_shape") if s.get(k, {}).get("n"))
+        lines.append(f"| {name} | {cell(s['subject_fidelity'])}{f' ({parts})' if parts else ''} | "
+                     f"{cell(s['motion_fidelity'])} | "
                      f"{cell(s['leakage'])} | {s['failed']} of {n} |")
     lines += ["", "| paired, over draws | subject fidelity | motion fidelity |", "|---|---|---|"]
     for name, p in result["paired"].items():

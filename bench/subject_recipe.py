@@ -30,16 +30,12 @@ def score_parts(frames, subject) -> dict:
     """Subject fidelity of a one-subject video and its parts (hue, shape, texture: None when plain)."""
     from videomage_core.shapesworld import measures as M
 
-    arr = np.asarray(frames.float().numpy())
     try:
-        an = M.analyze(arr, 1)
+        parts = M.subject_parts(np.asarray(frames.float().numpy()), subject, 1)
     except (ValueError, IndexError):
-        an = None
-    if an is None or not an.objects:
-        return {"fidelity": 0.0, "hue": 0.0, "shape": 0.0, "texture": None if subject.texture == "plain" else 0.0}
-    obj = max(an.objects, key=lambda o: M.object_fidelity(o, subject))
-    parts = {k: None if v is None else round(v, 4) for k, v in M.fidelity_parts(obj, subject).items()}
-    return {"fidelity": round(M.object_fidelity(obj, subject), 4), **parts}
+        parts = {"hue": 0.0, "shape": 0.0, "texture": None if subject.texture == "plain" else 0.0}
+    fidelity = float(np.mean([v for v in parts.values() if v is not None]))
+    return {"fidelity": round(fidelity, 4), **{k: None if v is None else round(v, 4) for k, v in parts.items()}}
 
 
 def _mean(rows: list[dict], part: str):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import demo_draws
 
 
@@ -15,6 +17,7 @@ def test_demo_draws_measures_every_sampler_and_reuses_its_training(tmp_path):
         (name, 0, 0) for name in demo_draws.SAMPLERS]
     for rec in result["records"]:
         assert 0.0 <= rec["subject_fidelity"] <= 1.0 and 0.0 <= rec["motion_fidelity"] <= 1.0
+        assert rec["subject_fidelity"] == pytest.approx((rec["subject_hue"] + rec["subject_shape"]) / 2, abs=1e-12)
     assert set(result["samplers"]) == set(demo_draws.SAMPLERS)
     assert set(result["paired"]) == {"scs - wo_scs", "scs - scs_regions"}
     checks = result["per_draw"][0]["motion_checks"]
