@@ -397,8 +397,8 @@ def measure_customized(frames, subjects: tuple[ObjectSpec, ObjectSpec], referenc
     reference; leakage: the reference objects' appearance in the output; binding; temporal
     consistency; interaction: 1 when the detected interaction is the reference's and both objects
     are present and apart in at least 3/4 of the frames (:func:`measures.pair_valid_fraction`);
-    subject_hue / subject_shape: subject fidelity's two parts (:func:`measures.pair_subject_parts`; their mean
-    is subject fidelity). A video with fewer than two detectable objects scores :data:`FAILED` (``failed`` = 1).
+    subject_hue / subject_shape: subject fidelity's parts (:func:`measures.pair_subject_parts`; for plain
+    subjects, ShapesWorld's, their mean is subject fidelity). A video with fewer than two detectable objects scores :data:`FAILED` (``failed`` = 1).
     """
     arr = np.asarray(frames.float().numpy() if isinstance(frames, torch.Tensor) else frames)
     objs = list(subjects)
