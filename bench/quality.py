@@ -278,8 +278,9 @@ class Quality:
                     sub_before.append(C.measure_subject(before, subj))
                     sub_after.append(C.measure_subject(after, subj))
                     for stage, video in zip(SUBJECT_PART_STAGES, (after, fused), strict=True):
-                        for key, value in C.measure_subject_parts(video, subj).items():
-                            parts[stage][key].append(value)
+                        measured = C.measure_subject_parts(video, subj)
+                        for key, values in parts[stage].items():
+                            values.append(measured[key])
         # motion: the base model; the motion as the pipeline uses it (LoRA + its noise prior); and
         # each half alone, to show where the motion comes from
         mot = {k: [] for k in MOTION_ROWS}

@@ -50,10 +50,9 @@ def _subject_parts_rows(result: dict) -> list[str]:
          f"| its pair's fused LoRA, alone (same prompt and seeds) | {_fmt(parts['fused_lora']['hue'])} | "
          f"{_fmt(parts['fused_lora']['shape'])} |"]
     rows = [(name, result["methods"][name]) for name in ("videomage", "wo_scs")]
-    rows += [(f"option {name}", o) for name, o in (result.get("options") or {}).items()
-             if isinstance(o, dict) and "subject_hue" in o]
+    rows += [(f"option {name}", o) for name, o in (result.get("options") or {}).items() if "subject_hue" in o]
     L += [f"| {label}, in the two-subject videos | {_fmt(m['subject_hue'])} | {_fmt(m['subject_shape'])} |"
-          for label, m in rows if m.get("subject_hue", {}).get("n")]
+          for label, m in rows]
     L += ["", ("Hue: 1 within 10 degrees of the subject's, 0 beyond 60; shape: the fraction of frames whose "
                "detected shape is the subject's (`measures.fidelity_parts`), of the object that scores best for "
                "the subject; in two-subject videos averaged over both subjects and times the presence factor, so "

@@ -91,7 +91,7 @@ def summarize(records: list[dict]) -> tuple[dict, dict, dict, dict]:
     """(methods, controls, options, claims) from the per-video records."""
     def stats(name):
         rows = [r for r in records if r["method"] == name]
-        out = {k: stat([r.get(k) for r in rows]) for k in C.MEASURES}  # .get: records measured before a measure existed
+        out = {k: stat([r.get(k) for r in rows]) for k in C.MEASURES}  # .get: a record may lack the parts
         out["failed"] = int(sum(r["failed"] for r in rows))
         return out
 

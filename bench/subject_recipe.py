@@ -28,12 +28,9 @@ PARTS = ("fidelity", "hue", "shape", "texture")
 
 def score_parts(frames, subject) -> dict:
     """Subject fidelity of a one-subject video and its parts (hue, shape, texture: None when plain)."""
-    from videomage_core.shapesworld import measures as M
+    from videomage_core.shapesworld.customization import measure_subject_parts
 
-    try:
-        parts = M.subject_parts(np.asarray(frames.float().numpy()), subject, 1)
-    except (ValueError, IndexError):
-        parts = {"hue": 0.0, "shape": 0.0, "texture": None if subject.texture == "plain" else 0.0}
+    parts = measure_subject_parts(frames, subject)
     fidelity = float(np.mean([v for v in parts.values() if v is not None]))
     return {"fidelity": round(fidelity, 4), **{k: None if v is None else round(v, 4) for k, v in parts.items()}}
 

@@ -436,13 +436,13 @@ def measure_subject(frames, subject: ObjectSpec) -> float:
 
 
 def measure_subject_parts(frames, subject: ObjectSpec) -> dict:
-    """:func:`measure_subject` split into its hue and shape parts (zeros when no object is found)."""
+    """:func:`measure_subject` split into its parts: hue, shape and texture (None for a plain subject); zeros
+    when no object is found. :func:`measure_subject` is the mean of those that are not None."""
     arr = np.asarray(frames.float().numpy() if isinstance(frames, torch.Tensor) else frames)
     try:
-        parts = M.subject_parts(arr, subject, 1)
+        return M.subject_parts(arr, subject, 1)
     except (ValueError, IndexError):
-        return {"hue": 0.0, "shape": 0.0}
-    return {"hue": parts["hue"], "shape": parts["shape"]}
+        return {"hue": 0.0, "shape": 0.0, "texture": None if subject.texture == "plain" else 0.0}
 
 
 def measure_motion(frames, reference: Clip) -> float:
