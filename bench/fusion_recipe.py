@@ -32,7 +32,7 @@ STAGES = ("own", "fused", "fused_two", "scs")
 #: on all of them; sampling fields change only the videos)
 FIELDS = ("subject_steps", "images", "fusion_steps", "lambda2", "lr_lora", "motion_steps", "motion_rank",
           "motion_renderings", "motion_prior_from", "omega", "tau", "alpha", "beta_s", "motion_prompt",
-          "subject_interaction", "noise_prior_beta", "sample_steps", "cfg")
+          "subject_interaction", "noise_prior_beta", "sample_steps", "cfg", "subject_companion")
 
 
 def two_subject_scores(frames, pair) -> dict:
@@ -121,15 +121,18 @@ def markdown(rows: list[dict]) -> str:
              "target prompt (the paper), or a pretraining interaction's caption of the two tokens (beyond the paper: "
              "\"chase\" is \"a <s1> chases a <s2>\"). Motion looks: the reference clip alone (1, the paper), or with "
              "renderings of its paths in random hues and shapes (beyond the paper, `Recipe.motion_renderings`). "
+             "Subject images with a companion: the share of each subject's images that also show a named object "
+             "(beyond the paper, `Recipe.subject_companion`; 0 %: the paper). "
              "Prior beta \"of looks\": the noise prior inverts the mean latents of the reference and its renderings instead of "
              "the reference's (beyond the paper, `Recipe.motion_prior_from`).", "",
-             "| model | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | subject branch prompt | prior beta | motion omega | motion rank | motion steps | motion looks | pairs x seeds | own | fused | fused two "
+             "| model | subject images with a companion | fusion steps | lambda2 | tau | alpha | beta_s | motion branch prompt | subject branch prompt | prior beta | motion omega | motion rank | motion steps | motion looks | pairs x seeds | own | fused | fused two "
              "| SCS | SCS motion | SCS leakage | SCS interaction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rc, m = r["recipe"], r["mean"]
         pair_cell = {st: f"{_cell(m[st]['fidelity'])} / {_cell(m[st]['weaker'])}" for st in STAGES}
-        lines.append(f"| {Path(r['model']).name} `{r['model_fingerprint'][:8]}` | {rc['fusion_steps']} | "
+        lines.append(f"| {Path(r['model']).name} `{r['model_fingerprint'][:8]}` | "
+                     f"{float(rc.get('subject_companion', False)):.0%} | {rc['fusion_steps']} | "
                      f"{rc['lambda2']:g} | {rc['tau']} | {_cell(rc['alpha']) if rc['alpha'] is not None else 'model'} | "
                      f"{rc.get('beta_s', 0.5):g} | {rc.get('motion_prompt', 'superclass')} | {_subject_branch(rc)} | "
                      f"{_prior(rc)} | {rc['omega']:g} | "

@@ -411,7 +411,10 @@ def recipe_overrides(text: str) -> dict:
         if value.lower() == "none" and "None" in annotation:
             out[name] = None
             continue
-        if annotation == "bool":  # bool("false") would be True
+        if "bool" in annotation and value.lower() in ("true", "false"):  # bool("false") would be True
+            out[name] = value.lower() == "true"
+            continue
+        if annotation == "bool":
             if value.lower() not in ("true", "false"):
                 raise ValueError(f"{name}: expected true or false, got '{value}'")
             out[name] = value.lower() == "true"

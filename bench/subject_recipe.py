@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-SUBJECT_FIELDS = ("subject_steps", "rank", "lr_lora", "lr_token", "lambda1", "images", "prior_videos", "subject_masks")
+SUBJECT_FIELDS = ("subject_steps", "rank", "lr_lora", "lr_token", "lambda1", "images", "prior_videos", "subject_masks",
+                  "subject_companion")
 PARTS = ("fidelity", "hue", "shape", "texture")
 
 
@@ -76,19 +77,27 @@ def _cell(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _companions(recipe: dict) -> str:
+    """" (4)": how many of the images show a named companion (Recipe.subject_companion); "" for none."""
+    with_companion = round(float(recipe.get("subject_companion", False)) * recipe["images"])
+    return f" ({with_companion})" if with_companion else ""
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["# The subject LoRA on its own (the recipe's subject stage)", "",
              "Written by `python -m bench.subject_recipe` (see its docstring). Each row trains every subject as "
              "`make quality` does, then samples \"a <token> standing still\": subject fidelity and its parts "
              "(hue, shape, texture agreement of the best-matching object), means over subjects x seeds; "
-             "\"before\" is the base model's \"a shape standing still\" with the same seeds.", "",
-             "| model | size | steps | rank | lr LoRA | lr token | lambda1 | images | L_sub on | subjects x seeds "
-             "| s / subject | before | after | hue | shape | texture |",
+             "\"before\" is the base model's \"a shape standing still\" with the same seeds; images (n): n of "
+             "them show the subject beside a named object (`Recipe.subject_companion`).", "",
+             "| model | size | steps | rank | lr LoRA | lr token | lambda1 | images (with a companion) | L_sub on "
+             "| subjects x seeds | s / subject | before | after | hue | shape | texture |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rc, m = r["recipe"], r["mean"]["after"]
         lines.append(f"| {Path(r['model']).name} `{r['model_fingerprint'][:8]}` | {r['size']} | {rc['subject_steps']} | "
-                     f"{rc['rank']} | {rc['lr_lora']:g} | {rc['lr_token']:g} | {rc['lambda1']:g} | {rc['images']} | "
+                     f"{rc['rank']} | {rc['lr_lora']:g} | {rc['lr_token']:g} | {rc['lambda1']:g} | {rc['images']}"
+                     f"{_companions(rc)} | "
                      f"{'subject mask' if rc['subject_masks'] else 'whole image'} | "
                      f"{r['subjects']} x {r['seeds']} | {r['seconds_per_subject']:.0f} | "
                      f"{_cell(r['mean']['before']['fidelity'])} | **{_cell(m['fidelity'])}** | {_cell(m['hue'])} | "

@@ -231,3 +231,18 @@ def test_cli_train_subject_image_captions(tiny_model_dir, tmp_path, capsys):
     assert main([*base, "--image-captions", str(captions), "--out", str(tmp_path / "y.safetensors")]) == 2
     assert "error: --image-captions: expected one caption per image (2), got 1" in capsys.readouterr().err
     assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_demo_draws_every_look_from_its_seed():
+    """The demo's subjects come from its seed, shapes too: two distinct subject shapes per draw, the same seed the
+    same draw, and over seeds every subject shape and more than one pair (``make quality``'s pairs keep cycling the
+    shapes, so its first pair is always a star and a ring)."""
+    from videomage_core.demo import draw_inputs
+    from videomage_core.shapesworld import customization as C
+
+    pairs = [tuple(o.shape for o in draw_inputs(seed, 32, 8)[0]) for seed in range(24)]
+    assert all(a != b for a, b in pairs)
+    assert pairs == [tuple(o.shape for o in draw_inputs(seed, 32, 8)[0]) for seed in range(24)]
+    assert {s for p in pairs for s in p} == set(C.SUBJECT_SHAPES)
+    assert len({frozenset(p) for p in pairs}) > 3
+    assert [tuple(o.shape for o in p) for p in C.subject_pairs(1000, 2)] == [("star", "ring"), ("ring", "cross")]

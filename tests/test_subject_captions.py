@@ -113,3 +113,33 @@ def test_shapesworld_companion_images_name_the_second_object():
         # ... and something else is drawn beside it: a subject image alone leaves 2-6 anti-aliased edge pixels
         # outside its mask at this size; a second object of the pair size covers 20 or more
         assert (drawn & (mask == 0)).sum() > 12
+
+
+@pytest.mark.parametrize("share, with_companion", [(False, 0), (0.5, 3), (0.25, 2), (True, 6)])
+def test_shapesworld_companion_share_of_the_training_images(share, with_companion):
+    """``Recipe.subject_companion`` as a share: that many images (rounded) show the companion and name it, the
+    rest show the subject alone under the subject stage's template caption; False and True are none and all."""
+    from videomage_core.shapesworld import customization as C
+
+    subject = C.subject_pairs(0, 1)[0][0]
+    recipe = C.Recipe(images=6, subject_companion=share)
+    images, masks, captions = C.subject_training_images(subject, TOKEN, recipe, 3)
+    assert images.shape == (6, 32, 32, 3) and masks.shape == (6, 32, 32)
+    if with_companion == 0:
+        assert captions is None  # every image trains on the template's caption
+        return
+    assert [" and a " in c for c in captions] == [True] * with_companion + [False] * (6 - with_companion)
+    assert set(captions[with_companion:]) <= {SubjectSettings.prompt_template.format(token=TOKEN)}
+    companions = C.subject_images_with_companion(subject, TOKEN, 3, 32, with_companion)
+    assert torch.equal(images[:with_companion], companions[0])  # the companion images are the option's own draw
+    if with_companion < 6:
+        alone = C.subject_images(subject, 3, 32, 6 - with_companion)[0]
+        assert torch.equal(images[with_companion:], alone)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_shapesworld_companion_share_out_of_range_names_the_field(share):
+    from videomage_core.shapesworld import customization as C
+
+    with pytest.raises(VideoMageInputError, match="subject_companion"):
+        C.subject_training_images(C.subject_pairs(0, 1)[0][0], TOKEN, C.Recipe(images=4, subject_companion=share), 0)

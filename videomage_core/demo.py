@@ -48,10 +48,12 @@ COLUMNS = {
 
 
 def draw_inputs(seed: int, size: int, frames: int):
-    """The demo's inputs for ``seed``, the generator's draw: (the subject pair, the reference clip of MOTION)."""
+    """The demo's inputs for ``seed``, the generator's draw: (the subject pair, the reference clip of MOTION).
+    Every look comes from ``seed``: the subjects' shapes too (``make quality``'s first pair is always a star and
+    a ring)."""
     from .shapesworld import customization as C
 
-    pair = C.subject_pairs(seed, 1)[0]
+    pair = C.subject_pairs(seed, 1, drawn_shapes=True)[0]
     return pair, C.reference_clip(seed + 1, MOTION, pair, frames, size)
 
 

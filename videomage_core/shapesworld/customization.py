@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from ..errors import VideoMageInputError
+from ..errors import VideoMageInputError, require
 from ..tokens import TOKEN_IN_TEXT
 from . import measures as M
 from .generator import (
@@ -124,7 +124,9 @@ class Recipe:
     # no longer merge into one object on "a <s1> and a <s2>" (fused: make demo's draw 0.04 -> 0.24-0.30, make
     # quality's pairs 0.14 -> 0.22), but under SCS they are level with the recipe's (make quality's option
     # subject_companion: +0.02 +- 0.12 subjects, +0.02 +- 0.30 motion per cell; docs/shapesworld.md, session 20)
-    subject_companion: bool = False
+    subject_companion: bool | float = False
+    # (a number in (0, 1): that share of the subject images shows the companion, the rest the subject alone with
+    # the subject stage's template caption; True is every image, False none)
 
     @classmethod
     def for_model(cls, model, **overrides) -> Recipe:
@@ -138,13 +140,18 @@ class Recipe:
 # --------------------------------------------------------------------------- inputs
 
 
-def subject_pairs(seed: int, n: int) -> list[tuple[ObjectSpec, ObjectSpec]]:
+def subject_pairs(seed: int, n: int, drawn_shapes: bool = False) -> list[tuple[ObjectSpec, ObjectSpec]]:
     """``n`` pairs of subjects with unnamed hues (>= 60 deg apart), unnamed shapes and textures
-    drawn from the whole space; the two subjects of a pair differ in shape."""
+    drawn from the whole space; the two subjects of a pair differ in shape. Pair ``i``'s shapes are
+    ``SUBJECT_SHAPES[i]`` and ``[i + 1]`` (cycled, so ``make quality``'s pairs cover every shape evenly), or,
+    with ``drawn_shapes``, two distinct shapes drawn from ``seed`` like the hues (a single draw, the demo's)."""
     rng = np.random.default_rng(seed)
     pairs = []
     for i in range(n):
-        shapes = [SUBJECT_SHAPES[i % len(SUBJECT_SHAPES)], SUBJECT_SHAPES[(i + 1) % len(SUBJECT_SHAPES)]]
+        if drawn_shapes:
+            shapes = [str(s) for s in rng.choice(SUBJECT_SHAPES, 2, replace=False)]
+        else:
+            shapes = [SUBJECT_SHAPES[i % len(SUBJECT_SHAPES)], SUBJECT_SHAPES[(i + 1) % len(SUBJECT_SHAPES)]]
         first = sample_object(rng, named_colour=False, shape=shapes[0])
         second = sample_object(rng, named_colour=False, shape=shapes[1], avoid_hue=first.hue)
         pairs.append((first, second))
@@ -204,10 +211,22 @@ def customized_prompt(motion: str, tokens: tuple[str, str]) -> str:
 
 def subject_training_images(subject: ObjectSpec, token: str, recipe: Recipe, seed: int):
     """What a subject LoRA trains on under ``recipe``: images, masks and each image's caption (None: the
-    template's), with a named companion object when ``recipe.subject_companion``."""
-    if recipe.subject_companion:
-        return subject_images_with_companion(subject, token, seed, recipe.size, recipe.images)
-    return (*subject_images(subject, seed, recipe.size, recipe.images), None)
+    template's), with a named companion object in ``recipe.subject_companion``'s share of them (True: all)."""
+    from ..subject import SubjectSettings
+
+    share = float(recipe.subject_companion)
+    require(0.0 <= share <= 1.0, "subject_companion", f"True, False or a share in [0, 1], got {share}")
+    with_companion = round(share * recipe.images)
+    if with_companion == 0:
+        return (*subject_images(subject, seed, recipe.size, recipe.images), None)
+    images, masks, captions = subject_images_with_companion(subject, token, seed, recipe.size, with_companion)
+    alone = recipe.images - with_companion
+    if alone == 0:
+        return images, masks, captions
+    alone_images, alone_masks = subject_images(subject, seed, recipe.size, alone)
+    template = SubjectSettings.prompt_template.format(token=token)
+    return (torch.cat([images, alone_images]), torch.cat([masks, alone_masks]),
+            captions + (template,) * alone)
 
 
 def train_subject_artifact(model, subject: ObjectSpec, token: str, recipe: Recipe, seed: int, cache_dir=None,
