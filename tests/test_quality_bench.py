@@ -194,6 +194,8 @@ def test_quality_refuses_unknown_motions():
      {"motion_coverage": "all_linear", "motion_rank": 64, "motion_steps": 1000}),
     ("motion_rank=none,alpha=0.5,cfg=4", {"motion_rank": None, "alpha": 0.5, "cfg": 4.0}),
     ("subject_masks=false", {"subject_masks": False}), ("subject_masks=True", {"subject_masks": True}),
+    # a bool or a share: true / false stay booleans, a number is the share
+    ("subject_companion=true", {"subject_companion": True}), ("subject_companion=0.5", {"subject_companion": 0.5}),
 ])
 def test_recipe_overrides_take_each_fields_type(text, expected):
     got = Q.recipe_overrides(text)
