@@ -5,7 +5,8 @@
 Draw ``d`` is ``videomage demo --seed d``: its inputs (``demo.draw_inputs``) and its training (subject LoRAs
 from images with a named companion, their fusion, the motion LoRA checked against its own reference and
 retrained when it fails). Each draw is sampled on seeds ``d .. d + seeds - 1`` (the demo shows seed ``d``)
-with SCS (the demo's VideoMage column), SCS weighted by region (an option beyond the paper) and w/o SCS, and
+with SCS weighted by region (an option beyond the paper; the demo's VideoMage column, ``demo.SAMPLING``), the
+paper's SCS and w/o SCS, and
 measured with the exact ShapesWorld detectors. Trained artifacts are cached under ``--out`` (keyed by the model
 and the recipe); the summary goes to ``bench/demo_draws.json`` and ``bench/demo_draws.md``. Paired differences
 are tested over draws (a draw's seeds share its LoRAs), as ``make quality`` tests over cells.
@@ -22,8 +23,7 @@ from bench.quality_stats import claim, stat
 from videomage_core.atomic import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-#: sampler name -> (generate's mode, weighted by region)
-SAMPLERS = {"scs": ("scs", False), "scs_regions": ("scs", True), "wo_scs": ("wo_scs", False)}
+from videomage_core.demo import SAMPLERS  # noqa: E402  (sampler name -> (generate's mode, weighted by region))
 MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "subject_hue", "subject_shape")
 
 
@@ -77,31 +77,42 @@ def run(draws: int = 6, seeds: int = 3, out: Path = ROOT / "outputs" / "demo_dra
                          "subjects": [f"{o.shape}, hue {o.hue:.0f}" for o in pair]})
         log(f"  draw {d}: {len(records)} videos measured")
 
-    def values(name, measure):
-        return {(r["draw"], MOTION, r["seed"]): r[measure] for r in records if r["sampler"] == name}
-
-    summary = {name: {**{k: stat(values(name, k).values()) for k in MEASURES},
-                      "failed": sum(r["failed"] for r in records if r["sampler"] == name)} for name in SAMPLERS}
-    paired = {f"scs - {other}": {k: claim(values("scs", k), values(other, k)) for k in MEASURES[:2]}
-              for other in ("wo_scs", "scs_regions")}
     result = {"date": time.strftime("%Y-%m-%d"), "model_fingerprint": model.fingerprint, "scale": scale,
-              "draws": draws, "seeds": seeds, "recipe": C.recipe_dict(recipe), "samplers": summary,
-              "paired": paired, "per_draw": per_draw, "records": records,
-              "seconds": round(time.perf_counter() - t0, 1)}
+              "draws": draws, "seeds": seeds, "recipe": C.recipe_dict(recipe), **summarize(records),
+              "per_draw": per_draw, "records": records, "seconds": round(time.perf_counter() - t0, 1)}
     if results is not None:
         atomic_write_json(results, result, indent=1)
         atomic_write_text(Path(results).with_suffix(".md"), markdown(result))
     return result
 
 
+def summarize(records: list[dict]) -> dict:
+    """Each sampler's means (``samplers``) and, tested over draws (``paired``), the demo's sampler against the
+    paper's SCS and against w/o SCS, and the paper's SCS against w/o SCS (the paper's ablation)."""
+    from videomage_core.demo import MOTION, SAMPLING
+
+    def values(name, measure):
+        return {(r["draw"], MOTION, r["seed"]): r[measure] for r in records if r["sampler"] == name}
+
+    summary = {name: {**{k: stat(values(name, k).values()) for k in MEASURES},
+                      "failed": sum(r["failed"] for r in records if r["sampler"] == name)} for name in SAMPLERS}
+    pairs = [(SAMPLING, other) for other in SAMPLERS if other != SAMPLING]
+    pairs += [("scs", "wo_scs")] if ("scs", "wo_scs") not in pairs else []
+    paired = {f"{a} - {b}": {k: claim(values(a, k), values(b, k)) for k in MEASURES[:2]} for a, b in pairs}
+    return {"samplers": summary, "paired": paired}
+
+
 def markdown(result: dict) -> str:
+    from videomage_core.demo import SAMPLING
+
     def cell(s):
         return "n/a" if s["mean"] is None else f"{s['mean']:.2f} +- {s['ci95'] or 0:.2f}"
 
     lines = [f"# `make demo`'s pipeline on {result['draws']} draws x {result['seeds']} seeds",
              "", "Written by `python -m bench.demo_draws`; draw d is `videomage demo --seed d` (the demo shows draw 0, "
-             "seed 0). Means over videos with 95 % intervals (normal approximation); paired differences are tested "
-             "over draws (Student t).", "",
+             f"seed 0, sampled with {SAMPLING}: SCS's DDIM step weighted by region, beyond the paper; scs is the "
+             "paper's SCS). Means over videos with 95 % intervals (normal approximation); paired differences are "
+             "tested over draws (Student t).", "",
              "| sampler | subject fidelity (hue / shape) | motion fidelity | leakage | failed |", "|---|---|---|---|---|"]
     for name, s in result["samplers"].items():
         n = s["subject_fidelity"]["n"]
@@ -114,14 +125,15 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(
             f"{c['cell_mean']:+.2f} +- {c['cell_ci95'] or 0:.2f}{' (supported)' if c['supported'] else ''}"
             for c in (p["subject_fidelity"], p["motion_fidelity"])) + " |")
-    lines += ["", "| draw | reference | motion checks (training seed: median of its check; the kept one) | SCS subject / motion per seed |",
-              "|---|---|---|---|"]
+    lines += ["", f"| draw | subjects | reference | motion checks (training seed: median of its check; the kept one) "
+              f"| {SAMPLING} subject / motion per seed |", "|---|---|---|---|---|"]
     for row in result["per_draw"]:
         checks = "; ".join(f"{c['training_seed']}: {c['median']:.2f}{' kept' if c['kept'] else ''}"
                            for c in row["motion_checks"])
-        scs = ", ".join(f"{r['subject_fidelity']:.2f} / {r['motion_fidelity']:.2f}" for r in result["records"]
-                        if r["sampler"] == "scs" and r["draw"] == row["draw"])
-        lines.append(f"| {row['draw']} | {row['reference']} | {checks} | {scs} |")
+        shown = ", ".join(f"{r['subject_fidelity']:.2f} / {r['motion_fidelity']:.2f}" for r in result["records"]
+                          if r["sampler"] == SAMPLING and r["draw"] == row["draw"])
+        lines.append(f"| {row['draw']} | {'; '.join(row.get('subjects', []))} | {row['reference']} | {checks} | "
+                     f"{shown} |")
     return "\n".join(lines) + "\n"
 
 

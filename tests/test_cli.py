@@ -147,7 +147,7 @@ def test_demo_runs_end_to_end_at_test_scale(tmp_path):
 
     out = tmp_path / "demo"
     report = run_demo(out, scale="test")  # on the built-in ShapesWorld model
-    for name in ("videomage.webp", "wo_scs.webp", "side_by_side.webp", "report.json", "motion.safetensors",
+    for name in ("videomage.webp", "videomage_paper_scs.webp", "wo_scs.webp", "side_by_side.webp", "report.json", "motion.safetensors",
                  "fused_subjects.safetensors", "subject_1.safetensors", "inputs/reference.webp",
                  "inputs/subject_1_0.png", "inputs/subject_2_1.png"):
         assert (out / name).is_file(), name
@@ -155,8 +155,10 @@ def test_demo_runs_end_to_end_at_test_scale(tmp_path):
     assert set(saved["losses"]) == {"subject_1", "subject_2", "motion", "motion_inversion", "fusion"}
     assert all(len(v) >= 2 for v in saved["losses"].values())
     assert saved["timings_s"]["total"] > 0 and report["timings"]["total"] == saved["timings_s"]["total"]
-    assert set(saved["measures"]) == {"videomage", "wo_scs", "motion_stage", "subjects_stage"}
-    for name in ("videomage", "wo_scs"):
+    assert set(saved["measures"]) == {"videomage", "videomage_paper_scs", "wo_scs", "motion_stage", "subjects_stage"}
+    # the VideoMage column weights SCS's step by region (beyond the paper); the paper's SCS is measured beside it
+    assert saved["sampling"] == "scs_regions" and "videomage_paper_scs" in saved["recipe_note"]
+    for name in ("videomage", "videomage_paper_scs", "wo_scs"):
         assert set(saved["measures"][name]) >= {"subject_fidelity", "motion_fidelity", "leakage", "binding",
                                                 "temporal_consistency"}
     # the motion LoRA alone, scored against the reference: one motion fidelity, whatever the tiny steps drew

@@ -19,12 +19,14 @@ def test_demo_draws_measures_every_sampler_and_reuses_its_training(tmp_path):
         assert 0.0 <= rec["subject_fidelity"] <= 1.0 and 0.0 <= rec["motion_fidelity"] <= 1.0
         assert rec["subject_fidelity"] == pytest.approx((rec["subject_hue"] + rec["subject_shape"]) / 2, abs=1e-12)
     assert set(result["samplers"]) == set(demo_draws.SAMPLERS)
-    assert set(result["paired"]) == {"scs - wo_scs", "scs - scs_regions"}
+    # the demo's sampler (SCS weighted by region) against the paper's SCS and against w/o SCS; the paper's ablation
+    assert set(result["paired"]) == {"scs_regions - scs", "scs_regions - wo_scs", "scs - wo_scs"}
     checks = result["per_draw"][0]["motion_checks"]
     assert sum(c["kept"] for c in checks) == 1 and checks[0]["training_seed"] == 0
     saved = json.loads(results.read_text())
     assert saved["records"] == result["records"]
-    assert "| scs |" in results.with_suffix(".md").read_text()
+    table = results.with_suffix(".md").read_text()
+    assert "| scs |" in table and "| scs_regions subject / motion per seed |" in table
     trained = [line for line in logs if "training" in line]
     assert trained  # the fused subjects and at least one motion LoRA
     logs.clear()

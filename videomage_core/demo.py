@@ -9,6 +9,7 @@ held-out interaction ("orbit", never shown in pretraining) performed by two othe
 subject (``Recipe.subject_companion``), and the motion LoRA is checked against its own reference and
 retrained with the next seed when it fails (:mod:`videomage_core.shapesworld.motion_check`). Writes
 ``<out>/``: the inputs, the trained artifacts, ``videomage.webp``, ``wo_scs.webp``,
+``videomage_paper_scs.webp`` (the paper's SCS; the VideoMage column weights SCS's step by region, ``SAMPLING``),
 ``side_by_side.webp`` (reference | subjects | VideoMage | w/o SCS, each column labelled, upscaled to 128 px
 to be seen) and
 ``report.json`` (settings, losses, timings, and the exact ShapesWorld measures of both videos and of the motion
@@ -31,6 +32,14 @@ SCALES = {
     "test": dict(size=32, subject_steps=2, motion_steps=2, inversion_steps=2, fusion_steps=2, sample_steps=3, tau=2,
                  prior_videos=1, prior_steps=2, generation_steps=2, images=2, subject_companion=True),
 }
+#: how the VideoMage column samples: SCS with its DDIM step weighted by region (Recipe.region_weights), beyond
+#: the paper. make quality's option scs_regions: +0.10 +- 0.07 subjects, +0.40 +- 0.36 motion per cell against
+#: the paper's SCS; on bench/demo_draws' six draws +0.13 +- 0.09 and +0.26 +- 0.30 (session 23; on session
+#: 21's draws, when every pair was a star and a ring, -0.05 +- 0.05 and +0.10 +- 0.10). The paper's SCS is
+#: sampled too (videomage_paper_scs.webp, report.json).
+SAMPLING = "scs_regions"
+#: sampler name -> (generate's mode, SCS weighted by region): the demo's and bench/demo_draws' samplers
+SAMPLERS = {"scs": ("scs", False), "scs_regions": ("scs", True), "wo_scs": ("wo_scs", False)}
 #: the motion LoRA's check against its own reference (shapesworld.motion_check): trainings and samples per check
 MOTION_CHECKS = {"demo": dict(attempts=3, checks=3), "test": dict(attempts=2, checks=1)}
 MOTION = "orbit"
@@ -42,7 +51,8 @@ COLUMNS = {
                  "performing the held-out interaction (its appearance must not leak)",
     "subjects": "one image of each subject (unnamed hues and shapes the model has no word for); its training "
                 "images, in inputs/, show it beside a named object and say so in their captions",
-    "VideoMage": "fused subjects + motion LoRA, sampled with SCS: the subjects should perform the motion",
+    "VideoMage": "fused subjects + motion LoRA, sampled with SCS, its DDIM step weighted by region (beyond the "
+                 "paper; the paper's SCS is videomage_paper_scs.webp): the subjects should perform the motion",
     "w/o SCS": "the same LoRAs in one model, plain sampling (the paper's ablation)",
 }
 
@@ -135,7 +145,11 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
 
     prompt = C.customized_prompt(MOTION, TOKENS)
     t0 = time.perf_counter()
-    video = C.generate(model, fused, motion, prompt, recipe, seed, "scs")
+    mode, regional = SAMPLERS[SAMPLING]
+    video = C.generate(model, fused, motion, prompt, recipe, seed, mode, regional=regional)
+    clock(f"sample_{SAMPLING}", t0)
+    t0 = time.perf_counter()
+    paper_scs = C.generate(model, fused, motion, prompt, recipe, seed, "scs")
     clock("sample_scs", t0)
     t0 = time.perf_counter()
     plain = C.generate(model, fused, motion, prompt, recipe, seed, "wo_scs")
@@ -151,6 +165,7 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     subjects_stage = C.generate_with(model, fused, pair_prompt, recipe, seed)
     clock("sample_subjects_stage", t0)
     save_animation(_upscale(video, view), out / "videomage.webp")
+    save_animation(_upscale(paper_scs, view), out / "videomage_paper_scs.webp")
     save_animation(_upscale(plain, view), out / "wo_scs.webp")
     stills = torch.cat([C.subject_images(s, seed + n, size, 1)[0] for n, s in enumerate(pair)], 2)
     panels = [ref_video, stills.expand(frames, -1, -1, -1), video, plain]
@@ -174,13 +189,17 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
                        "image shows a named object beside the subject (subject_companion), and the motion LoRA is "
                        "checked against its own reference and retrained with the next seed when it fails "
                        "(motion_checks; videomage_core/shapesworld/motion_check.py); make quality measures this "
-                       "recipe as its option demo_recipe",
+                       "recipe as its option demo_recipe. The VideoMage column samples it with SCS's DDIM step "
+                       "weighted by region (SAMPLING; make quality's option scs_regions, ahead of the paper's SCS "
+                       "there on subjects and motion); videomage_paper_scs is the paper's SCS",
+        "sampling": SAMPLING,
         "motion_checks": motion.info["motion_checks"],
         "losses": {"subject_1": trained[0].losses, "subject_2": trained[1].losses,
                    "motion": motion.losses, "motion_inversion": motion.info["inversion_losses"],
                    "fusion": fused.losses},
         "timings_s": timings,
         "measures": {"videomage": C.measure_customized(video, pair, reference),
+                     "videomage_paper_scs": C.measure_customized(paper_scs, pair, reference),
                      "wo_scs": C.measure_customized(plain, pair, reference),
                      "motion_stage": C.measure_motion(motion_stage, reference),
                      "subjects_stage": C.measure_customized(subjects_stage, pair, reference)["subject_fidelity"]},
