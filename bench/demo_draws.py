@@ -21,9 +21,9 @@ from pathlib import Path
 
 from bench.quality_stats import claim, stat
 from videomage_core.atomic import atomic_write_json, atomic_write_text
+from videomage_core.demo import SAMPLERS  # sampler name -> (generate's mode, weighted by region)
 
 ROOT = Path(__file__).resolve().parent.parent
-from videomage_core.demo import SAMPLERS  # noqa: E402  (sampler name -> (generate's mode, weighted by region))
 MEASURES = ("subject_fidelity", "motion_fidelity", "leakage", "subject_hue", "subject_shape")
 
 

@@ -4,16 +4,17 @@ It runs on the built-in ShapesWorld model (``videomage_core/models/shapesworld``
 project; see its MODEL_CARD.md). Inputs come from the ShapesWorld generator
 (:mod:`videomage_core.shapesworld.customization`): two subjects of unnamed hues and shapes (the
 model has no word for them, as ZeroScope has none for a user's dog) and a reference clip of a
-held-out interaction ("orbit", never shown in pretraining) performed by two other objects. The recipe is
-``make quality``'s with two additions, both beyond the paper: each subject image shows a named object beside the
-subject (``Recipe.subject_companion``), and the motion LoRA is checked against its own reference and
-retrained with the next seed when it fails (:mod:`videomage_core.shapesworld.motion_check`). Writes
+held-out interaction ("orbit", never shown in pretraining) performed by two other objects, all drawn from the
+seed. The recipe is ``make quality``'s with three additions, all beyond the paper: each subject image shows a
+named object beside the subject (``Recipe.subject_companion``), the motion LoRA is checked against its own
+reference and retrained with the next seed when it fails (:mod:`videomage_core.shapesworld.motion_check`), and the
+VideoMage video weights SCS's DDIM step by region (``SAMPLING``). Writes
 ``<out>/``: the inputs, the trained artifacts, ``videomage.webp``, ``wo_scs.webp``,
 ``videomage_paper_scs.webp`` (the paper's SCS; the VideoMage column weights SCS's step by region, ``SAMPLING``),
 ``side_by_side.webp`` (reference | subjects | VideoMage | w/o SCS, each column labelled, upscaled to 128 px
 to be seen) and
-``report.json`` (settings, losses, timings, and the exact ShapesWorld measures of both videos and of the motion
-LoRA alone with its noise prior, ``motion_stage``).
+``report.json`` (settings, losses, timings, and the exact ShapesWorld measures of the three videos and of the
+motion LoRA alone with its noise prior, ``motion_stage``).
 ``model_dir`` runs it on another folder instead (e.g. a tiny random model).
 """
 from __future__ import annotations
@@ -149,7 +150,7 @@ def run_demo(out: str | Path = "outputs/demo", scale: str = "demo", seed: int = 
     video = C.generate(model, fused, motion, prompt, recipe, seed, mode, regional=regional)
     clock(f"sample_{SAMPLING}", t0)
     t0 = time.perf_counter()
-    paper_scs = C.generate(model, fused, motion, prompt, recipe, seed, "scs")
+    paper_scs = C.generate(model, fused, motion, prompt, recipe, seed, "scs")  # the paper's SCS
     clock("sample_scs", t0)
     t0 = time.perf_counter()
     plain = C.generate(model, fused, motion, prompt, recipe, seed, "wo_scs")
