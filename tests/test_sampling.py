@@ -174,7 +174,7 @@ def test_scs_runs_guided_steps_and_reports(custom, monkeypatch):
             assert float(step.abs().max()) > 100 * bound, "the step must be far above the bound"
         # the stats log the losses before the update and each branch's relative step (fp32 reductions)
         assert stats.loss_s_to_m[i] == pytest.approx(float(l_sm.detach()), rel=1e-5)
-        assert stats.loss_m_to_s[i] == pytest.approx(float(l_ms), rel=1e-5)
+        assert stats.loss_m_to_s[i] == pytest.approx(float(l_ms.detach()), rel=1e-5)
         assert stats.relative_step_sub[i] == pytest.approx(float(step_sub.norm() / x.norm()), rel=1e-5)
         assert stats.relative_step_mot[i] == pytest.approx(float(step_mot.norm() / x.norm()), rel=1e-5)
         assert seen[i][2]["step_sub"] == stats.relative_step_sub[i]
