@@ -415,10 +415,7 @@ def recipe_overrides(text: str) -> dict:
             out[name] = value.lower() == "true"
             continue
         if annotation == "bool":
-            if value.lower() not in ("true", "false"):
-                raise ValueError(f"{name}: expected true or false, got '{value}'")
-            out[name] = value.lower() == "true"
-            continue
+            raise ValueError(f"{name}: expected true or false, got '{value}'")
         try:
             out[name] = kind(value)
         except ValueError:

@@ -461,7 +461,7 @@ def measure_subject_parts(frames, subject: ObjectSpec) -> dict:
     try:
         return M.subject_parts(arr, subject, 1)
     except (ValueError, IndexError):
-        return {"hue": 0.0, "shape": 0.0, "texture": None if subject.texture == "plain" else 0.0}
+        return M.no_object_parts(subject)
 
 
 def measure_motion(frames, reference: Clip) -> float:

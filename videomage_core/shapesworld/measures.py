@@ -83,7 +83,7 @@ __all__ = [
     "STILL_FRACTION",
     "appearance_leakage", "attribute_binding", "classify_direction", "classify_interaction", "evaluate",
     "fidelity_parts", "hue_agreement", "interaction_features", "match_subjects", "motion_fidelity",
-    "object_fidelity",
+    "no_object_parts", "object_fidelity",
     "pair_subject_fidelity", "pair_subject_parts", "pair_valid_fraction", "pair_valid_frames", "presence_factor",
     "prompt_following", "subject_fidelity", "subject_parts",
     "temporal_consistency",
@@ -239,12 +239,17 @@ def pair_subject_fidelity(frames_or_analysis, subjects: Sequence[ObjectSpec]) ->
     return mean * presence_factor(pair_valid_fraction(an))
 
 
+def no_object_parts(subject: ObjectSpec) -> dict:
+    """:func:`subject_parts` of a video with no object to score: zeros (texture None for a plain subject)."""
+    return {"hue": 0.0, "shape": 0.0, "texture": None if subject.texture == "plain" else 0.0}
+
+
 def subject_parts(frames_or_analysis, subject: ObjectSpec, n_objects: int | None = None) -> dict:
-    """:func:`fidelity_parts` of the object :func:`subject_fidelity` scores (the best-matching one); zeros
-    (texture None) when no object is found. For a plain subject, fidelity is the mean of hue and shape."""
+    """:func:`fidelity_parts` of the object :func:`subject_fidelity` scores (the best-matching one);
+    :func:`no_object_parts` when no object is found. For a plain subject, fidelity is the mean of hue and shape."""
     an = _analysis(frames_or_analysis, n_objects)
     if not an.objects:
-        return {"hue": 0.0, "shape": 0.0, "texture": None if subject.texture == "plain" else 0.0}
+        return no_object_parts(subject)
     return fidelity_parts(max(an.objects, key=lambda o: object_fidelity(o, subject)), subject)
 
 
